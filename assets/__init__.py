@@ -1,0 +1,5 @@
+"""Package data: MJCF scenes (``mjcf/``), rendered task pictures (``docs/``) and model presets.
+
+Kept as a package so that ``importlib.resources.files("assets")`` finds the files both in a
+source checkout and in an installed wheel.
+"""

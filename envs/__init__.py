@@ -1,0 +1,34 @@
+"""MuJoCo manipulation tasks for vla-rl, registered as Gymnasium environments.
+
+Importing this package only registers the ids (cheap); MuJoCo loads when an env is made::
+
+    import gymnasium as gym
+    import envs  # registers VLARL/*
+    env = gym.make("VLARL/PickPlace-v0", image_size=128)
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+# Short task name -> (Gymnasium id, entry point, step limit).
+TASKS: dict[str, tuple[str, str, int]] = {
+    "reach": ("VLARL/Reach-v0", "envs.tasks:ReachEnv", 60),
+    "push": ("VLARL/Push-v0", "envs.tasks:PushEnv", 120),
+    "pick_place": ("VLARL/PickPlace-v0", "envs.tasks:PickPlaceEnv", 120),
+    "stack": ("VLARL/Stack-v0", "envs.tasks:StackEnv", 120),
+}
+ENV_IDS = tuple(env_id for env_id, _, _ in TASKS.values())
+
+for _env_id, _entry_point, _limit in TASKS.values():
+    if _env_id not in registry:
+        register(id=_env_id, entry_point=_entry_point, max_episode_steps=_limit)
+
+
+def task_id(name: str) -> str:
+    """Gymnasium id of a task given its short name (``"pick_place"``) or its id."""
+    if name in TASKS:
+        return TASKS[name][0]
+    if name in ENV_IDS:
+        return name
+    raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)} or {list(ENV_IDS)}.")

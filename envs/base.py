@@ -1,0 +1,314 @@
+"""The shared MuJoCo manipulation environment: arm control, observations, rendering, safety.
+
+Tasks (``envs.tasks``) subclass :class:`ManipulationEnv` and supply the scene randomisation,
+the instruction and the privileged success/progress evaluation.
+
+Action (the LIBERO/OpenVLA convention): 7-D ``[dx, dy, dz, droll, dpitch, dyaw, gripper]``
+in [-1, 1]. Translations move the tool-centre-point (TCP) target by up to ``POS_STEP`` metres,
+rotations turn it by up to ``ROT_STEP`` radians about the world axes, and ``gripper`` sets the
+finger closure (-1 open, +1 closed). The hand follows the target through a weld constraint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import gymnasium as gym
+import numpy as np
+
+from envs.rendering import CameraRenderer, configure_gl_backend
+from vla_rl import keys
+
+configure_gl_backend()
+import mujoco  # noqa: E402  (must follow the backend choice)
+
+POS_STEP = 0.02  # metres of TCP motion per unit action per step
+ROT_STEP = 0.10  # radians of rotation per unit action per step
+FINGER_TRAVEL = 0.04  # metres each finger slides from open to closed
+TCP_OFFSET = 0.085  # metres from the hand origin to the TCP, along the hand's z axis
+CONTROL_SUBSTEPS = 20  # physics steps (2 ms each) per action: 25 Hz control
+MAX_LEAD = 0.05  # the target may lead the measured TCP by at most this (no wind-up)
+WORKSPACE_LOW = np.array([-0.32, -0.34, 0.014])
+WORKSPACE_HIGH = np.array([0.32, 0.26, 0.35])
+TILT_LIMIT = 0.5  # radians of roll/pitch away from pointing straight down
+YAW_LIMIT = 1.6  # radians of yaw either way
+HOME_TCP = np.array([0.0, -0.08, 0.22])
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
+# Quaternion (w, x, y, z) of the hand pointing straight down: 180 degrees about world x.
+DOWN_QUAT = np.array([0.0, 1.0, 0.0, 0.0])
+_SIM_WARNINGS = {
+    mujoco.mjtWarning.mjWARN_INERTIA: "bad inertia",
+    mujoco.mjtWarning.mjWARN_CONTACTFULL: "contact buffer full",
+    mujoco.mjtWarning.mjWARN_CNSTRFULL: "constraint buffer full",
+    mujoco.mjtWarning.mjWARN_BADQPOS: "bad qpos (NaN/inf)",
+    mujoco.mjtWarning.mjWARN_BADQVEL: "bad qvel (NaN/inf)",
+    mujoco.mjtWarning.mjWARN_BADQACC: "bad qacc (unstable simulation)",
+    mujoco.mjtWarning.mjWARN_BADCTRL: "bad ctrl",
+}
+
+
+def mjcf_path(name: str) -> str:
+    """Absolute path of an MJCF file shipped in ``assets/mjcf``."""
+    return str(resources.files("assets").joinpath("mjcf", name))
+
+
+def quat_from_euler_world(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Quaternion of Rz(yaw) Ry(pitch) Rx(roll) applied after the straight-down orientation."""
+    quat = np.empty(4)
+    rotation = np.empty(4)
+    for axis, angle in ((0, roll), (1, pitch), (2, yaw)):
+        unit = np.zeros(3)
+        unit[axis] = 1.0
+        mujoco.mju_axisAngle2Quat(rotation, unit, angle)
+        if axis == 0:
+            mujoco.mju_mulQuat(quat, rotation, DOWN_QUAT)
+        else:
+            mujoco.mju_mulQuat(quat, rotation, quat.copy())
+    return quat
+
+
+@dataclass(frozen=True)
+class SceneIds:
+    """Cached MuJoCo ids used every step."""
+
+    hand: int
+    tcp: int
+    weld_mocap: int
+    finger_qpos: np.ndarray
+    finger_geoms: tuple[int, int]
+    arm_qpos: np.ndarray
+
+
+class ManipulationEnv(gym.Env):
+    """Base class: subclasses set ``xml_file`` and implement the four task hooks.
+
+    Args:
+        render_mode: ``"rgb_array"`` (``render()`` returns the observation camera) or ``None``.
+        image_size: side of the square observation image in pixels, 16-256 (default 128).
+        render_obs: if False the observation image is all zeros and nothing is rendered —
+            for headless data generation and physics benchmarks; ``render()`` still works.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+    xml_file: str = ""
+    camera: str = "front"
+    task_name: str = ""
+
+    def __init__(self, render_mode: str | None = "rgb_array", image_size: int = 128, render_obs: bool = True):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use 'rgb_array' or None.")
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+            raise TypeError(f"image_size must be an int, got {type(image_size).__name__}.")
+        if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size={image_size} is out of range; use {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}.")
+        self.render_mode = render_mode
+        self.image_size = int(image_size)
+        self.render_obs = bool(render_obs)
+        self.model = mujoco.MjModel.from_xml_path(mjcf_path(self.xml_file))
+        self.data = mujoco.MjData(self.model)
+        self.ids = self._lookup_ids()
+        self._renderer = CameraRenderer(self.model, self.image_size, self.image_size, self.camera)
+        self._home_qpos = self._solve_home()
+        self.observation_space = gym.spaces.Dict(
+            {
+                keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
+                keys.STATE: gym.spaces.Box(-np.inf, np.inf, (8,), np.float32),
+            }
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+        self.instruction = ""
+        self._target_pos = HOME_TCP.copy()
+        self._target_rpy = np.zeros(3)
+        self._frame: np.ndarray | None = None
+        self._sim_error: str | None = None
+
+    # ----------------------------------------------------------------- task hooks
+    def _sample_scene(self, rng: np.random.Generator) -> None:
+        """Place and colour the objects, choose the named ones and set ``self.instruction``."""
+        raise NotImplementedError
+
+    def _evaluate(self) -> tuple[bool, float]:
+        """Return ``(success, progress)`` from privileged state; progress is 1.0 iff success."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------- set-up
+    def _lookup_ids(self) -> SceneIds:
+        m = self.model
+        arm_joints = [m.joint(f"j{i}") for i in range(1, 7)]
+        fingers = [m.joint("finger_left"), m.joint("finger_right")]
+        return SceneIds(
+            hand=m.body("hand").id,
+            tcp=m.site("tcp").id,
+            weld_mocap=int(m.body_mocapid[m.body("ee_target").id]),
+            finger_qpos=np.array([j.qposadr[0] for j in fingers]),
+            finger_geoms=(m.geom("finger_left").id, m.geom("finger_right").id),
+            arm_qpos=np.array([j.qposadr[0] for j in arm_joints]),
+        )
+
+    def _solve_home(self) -> np.ndarray:
+        """Joint angles that put the TCP at ``HOME_TCP`` pointing down (damped least squares)."""
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        d.qpos[self.ids.arm_qpos] = [0.0, -0.5, -1.9, -0.75, 0.0, 0.0]
+        target_quat = DOWN_QUAT
+        target_pos = HOME_TCP + np.array([0.0, 0.0, TCP_OFFSET])
+        jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+        cols = np.array([m.jnt_dofadr[m.joint(f"j{i}").id] for i in range(1, 7)])
+        for _ in range(100):
+            mujoco.mj_kinematics(m, d)
+            mujoco.mj_comPos(m, d)
+            err_pos = target_pos - d.xpos[self.ids.hand]
+            err_rot = np.zeros(3)
+            conj, diff = np.empty(4), np.empty(4)
+            mujoco.mju_negQuat(conj, d.xquat[self.ids.hand])
+            mujoco.mju_mulQuat(diff, target_quat, conj)
+            mujoco.mju_quat2Vel(err_rot, diff, 1.0)
+            error = np.concatenate([err_pos, err_rot])
+            if np.linalg.norm(error) < 1e-7:
+                break
+            mujoco.mj_jacBody(m, d, jacp, jacr, self.ids.hand)
+            jac = np.vstack([jacp, jacr])[:, cols]
+            step = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(6), error)
+            d.qpos[self.ids.arm_qpos] += step
+        return d.qpos.copy()
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        d.qpos[:] = self._home_qpos
+        self._target_pos = HOME_TCP.copy()
+        self._target_rpy = np.zeros(3)
+        self._write_targets(gripper=-1.0)
+        self._sample_scene(self.np_random)
+        mujoco.mj_forward(m, d)
+        self._sim_error = None
+        self._frame = None
+        self._on_reset()
+        success, progress = self._evaluate()
+        return self._observation(), self._info(success, progress)
+
+    def _on_reset(self) -> None:
+        """Hook for tasks that record initial distances after the scene is placed."""
+
+    def step(self, action):
+        action = self._validate_action(action)
+        m, d = self.model, self.data
+        self._target_pos = np.clip(self._target_pos + action[:3] * POS_STEP, WORKSPACE_LOW, WORKSPACE_HIGH)
+        tcp = d.site_xpos[self.ids.tcp]
+        self._target_pos = np.clip(self._target_pos, tcp - MAX_LEAD, tcp + MAX_LEAD)
+        rpy = self._target_rpy + action[3:6] * ROT_STEP
+        limits = np.array([TILT_LIMIT, TILT_LIMIT, YAW_LIMIT])
+        self._target_rpy = np.clip(rpy, -limits, limits)
+        self._write_targets(gripper=float(action[6]))
+        warnings_before = d.warning.number.copy()
+        mujoco.mj_step(m, d, nstep=CONTROL_SUBSTEPS)
+        self._frame = None
+        self._sim_error = self._check_simulation(warnings_before)
+        if self._sim_error is not None:
+            info = self._info(False, 0.0)
+            info[keys.SIM_ERROR] = self._sim_error
+            return self._observation(), 0.0, False, True, info
+        success, progress = self._evaluate()
+        return self._observation(), float(success), success, False, self._info(success, progress)
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'.")
+            return None
+        return self._render_frame().copy()
+
+    def close(self):
+        self._renderer.close()
+        super().close()
+
+    # ---------------------------------------------------------------- internals
+    def _validate_action(self, action) -> np.ndarray:
+        array = np.asarray(action, dtype=np.float64)
+        if array.shape != (7,):
+            raise ValueError(
+                f"action must have shape (7,) = [dx, dy, dz, droll, dpitch, dyaw, gripper], got {array.shape}."
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"action contains NaN or inf: {array.tolist()}.")
+        return np.clip(array, -1.0, 1.0)
+
+    def _write_targets(self, gripper: float) -> None:
+        quat = quat_from_euler_world(*self._target_rpy)
+        rot = np.empty(9)
+        mujoco.mju_quat2Mat(rot, quat)
+        hand_pos = self._target_pos - rot.reshape(3, 3) @ np.array([0.0, 0.0, TCP_OFFSET])
+        self.data.mocap_pos[self.ids.weld_mocap] = hand_pos
+        self.data.mocap_quat[self.ids.weld_mocap] = quat
+        self.data.ctrl[:2] = (np.clip(gripper, -1.0, 1.0) + 1.0) * 0.5 * FINGER_TRAVEL
+
+    def _check_simulation(self, warnings_before: np.ndarray) -> str | None:
+        new = self.data.warning.number - warnings_before
+        for index, label in _SIM_WARNINGS.items():
+            if new[index] > 0:
+                return f"MuJoCo warning: {label}"
+        if not (np.all(np.isfinite(self.data.qpos)) and np.all(np.isfinite(self.data.qvel))):
+            return "non-finite simulator state"
+        return None
+
+    def _render_frame(self) -> np.ndarray:
+        if self._frame is None:
+            self._frame = self._renderer.render(self.data)
+        return self._frame
+
+    def _observation(self) -> dict:
+        if self.render_obs:
+            image = self._render_frame().copy()
+        else:
+            image = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        return {keys.IMAGE: image, keys.STATE: self.proprio()}
+
+    def proprio(self) -> np.ndarray:
+        """``(8,) float32``: TCP position (3), hand rotation away from straight-down as an
+        axis-angle vector (3), left and right finger closure (2) — as in LIBERO's state."""
+        d = self.data
+        conj, rel = np.empty(4), np.empty(4)
+        mujoco.mju_negQuat(conj, DOWN_QUAT)
+        mujoco.mju_mulQuat(rel, d.xquat[self.ids.hand], conj)
+        axis_angle = np.empty(3)
+        mujoco.mju_quat2Vel(axis_angle, rel, 1.0)
+        state = np.concatenate([d.site_xpos[self.ids.tcp], axis_angle, d.qpos[self.ids.finger_qpos]])
+        return np.nan_to_num(state, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def _info(self, success: bool, progress: float) -> dict:
+        return {keys.INSTRUCTION: self.instruction, keys.SUCCESS: bool(success), keys.PROGRESS: float(progress)}
+
+    # ------------------------------------------------------ privileged accessors
+    @property
+    def tcp_pos(self) -> np.ndarray:
+        """Measured TCP position (3,), metres."""
+        return self.data.site_xpos[self.ids.tcp].copy()
+
+    @property
+    def tcp_target(self) -> np.ndarray:
+        """Commanded TCP position (3,), metres."""
+        return self._target_pos.copy()
+
+    @property
+    def target_rpy(self) -> np.ndarray:
+        """Commanded (roll, pitch, yaw) away from straight-down, radians."""
+        return self._target_rpy.copy()
+
+    @property
+    def finger_closure(self) -> float:
+        """Mean finger travel as a fraction of full closure, 0 (open) .. 1 (closed)."""
+        return float(self.data.qpos[self.ids.finger_qpos].mean() / FINGER_TRAVEL)
+
+    def touching(self, geom_ids) -> tuple[bool, bool]:
+        """Whether the (left, right) finger is in contact with any of ``geom_ids``."""
+        contact = self.data.contact
+        n = self.data.ncon
+        g1, g2 = contact.geom1[:n], contact.geom2[:n]
+        targets = np.asarray(list(geom_ids))
+        result = []
+        for finger in self.ids.finger_geoms:
+            hit = ((g1 == finger) & np.isin(g2, targets)) | ((g2 == finger) & np.isin(g1, targets))
+            result.append(bool(hit.any()))
+        return result[0], result[1]

@@ -1,0 +1,207 @@
+"""Scripted experts: closed-loop controllers that read privileged simulator state.
+
+Each expert is a small phase machine over waypoints, re-planned every step from the current
+object poses (so pushes that drift and grasps that slip are recovered). ``make_expert(env)``
+returns the expert for any built-in task::
+
+    expert = make_expert(env)
+    obs, info = env.reset(seed=0)
+    expert.reset()
+    obs, reward, terminated, truncated, info = env.step(expert.act())
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.base import POS_STEP, ROT_STEP
+from envs.scene import BLOCK_HALF, grasp_yaw
+from envs.tasks import PickPlaceEnv, PushEnv, ReachEnv, StackEnv
+
+OPEN, CLOSED = -1.0, 1.0
+CRUISE_HEIGHT = 0.10  # TCP height for moving above the objects
+CARRY_HEIGHT = 0.13  # TCP height while carrying a block
+
+
+class Expert:
+    """Base: action helpers on top of the unwrapped task env.
+
+    Args:
+        env: a built-in task env (wrapped or not).
+        action_noise: std of Gaussian noise added to every action (perturbed experts, which
+            produce the failures and near-misses that reward-model datasets need).
+        seed: seed of the noise generator.
+    """
+
+    def __init__(self, env, action_noise: float = 0.0, seed: int | None = None):
+        if action_noise < 0 or not np.isfinite(action_noise):
+            raise ValueError(f"action_noise must be a finite value >= 0, got {action_noise}.")
+        self.env = env.unwrapped
+        self.action_noise = action_noise
+        self.rng = np.random.default_rng(seed)
+        self.phase = 0
+        self.timer = 0
+
+    def reset(self) -> None:
+        self.phase = 0
+        self.timer = 0
+
+    def act(self) -> np.ndarray:
+        """Next action ``(7,) float32`` in [-1, 1] for the env's current state."""
+        action = self._plan()
+        if self.action_noise > 0:
+            action = action + self.rng.normal(0.0, self.action_noise, size=7)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def _plan(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _goto_phase(self, phase: int) -> None:
+        self.phase, self.timer = phase, 0
+
+    # --------------------------------------------------------------- helpers
+    def _action(self, goal: np.ndarray, yaw: float, gripper: float, speed: float = 1.0) -> np.ndarray:
+        """Move the TCP target towards ``goal`` at up to ``speed`` of full speed, keep the hand
+        level, turn to ``yaw`` and set the gripper."""
+        translate = np.clip((goal - self.env.tcp_target) / POS_STEP, -speed, speed)
+        rpy = self.env.target_rpy
+        rotate = np.clip((np.array([0.0, 0.0, yaw]) - rpy) / ROT_STEP, -1.0, 1.0)
+        return np.concatenate([translate, rotate, [gripper]])
+
+    def _near(self, goal: np.ndarray, tolerance: float, axes=slice(None)) -> bool:
+        return bool(np.linalg.norm((self.env.tcp_pos - goal)[axes]) < tolerance)
+
+
+class ReachExpert(Expert):
+    """Move above the named block, then straight down onto its top face."""
+
+    def _plan(self):
+        env: ReachEnv = self.env
+        goal = env.goal()
+        yaw = grasp_yaw(env.blocks.quat(env.target_block))
+        above = np.array([goal[0], goal[1], max(goal[2], env.tcp_target[2])])
+        if self.phase == 0 and self._near(above, 0.01, slice(0, 2)):
+            self._goto_phase(1)
+        return self._action(above if self.phase == 0 else goal, yaw, OPEN)
+
+
+class PushExpert(Expert):
+    """Closed gripper as a pusher: go behind the block, lower, push along the block-to-pad line,
+    and back off and re-align whenever the block drifts off the line."""
+
+    def _plan(self):
+        env: PushEnv = self.env
+        direction = env.push_direction()
+        yaw = float(np.arctan2(direction[1], direction[0]) + np.pi / 2)
+        yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the two fingers are symmetric under pi
+        pusher = env.pusher_point()
+        block = env.target_block_pos
+        low = BLOCK_HALF
+        if self.phase == 0:  # above the pusher point
+            goal = np.array([pusher[0], pusher[1], CRUISE_HEIGHT])
+            if self._near(goal, 0.01, slice(0, 2)):
+                self._goto_phase(1)
+        if self.phase == 1:  # down behind the block
+            goal = np.array([pusher[0], pusher[1], low])
+            if self._near(goal, 0.01, slice(2, 3)):
+                self._goto_phase(2)
+        if self.phase == 2:  # push
+            rel = env.tcp_pos[:2] - block[:2]
+            lateral = abs(rel[0] * direction[1] - rel[1] * direction[0])
+            behind = -float(rel @ direction)
+            if lateral > 0.03 or behind < 0.015:
+                self._goto_phase(3)
+            else:
+                # Pure pursuit of a point on the block-to-pad line just behind the block: the
+                # lateral part of the motion steers the block back onto the line.
+                ahead = pusher[:2] + direction * 0.035
+                goal = np.array([ahead[0], ahead[1], low])
+                return self._action(goal, yaw, CLOSED, speed=0.6)
+        if self.phase == 3:  # back off upwards, then re-approach
+            goal = np.array([env.tcp_pos[0], env.tcp_pos[1], CRUISE_HEIGHT])
+            if self._near(goal, 0.01, slice(2, 3)):
+                self._goto_phase(0)
+        return self._action(goal, yaw, CLOSED)
+
+
+class PickAndPlaceExpert(Expert):
+    """Grasp the named block from above, carry it over the goal, lower it and let go.
+
+    Subclasses define ``goal()``: the block centre when placed."""
+
+    def goal(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _plan(self):
+        env = self.env
+        index = env.target_block
+        block = env.blocks.pos(index)
+        yaw = grasp_yaw(env.blocks.quat(index))
+        self.timer += 1
+        holding = env.grasped(index)
+        if self.phase in (3, 4, 5) and not holding:
+            self._goto_phase(7)  # dropped: open, rise and start over
+        if self.phase == 0:  # open, above the block, aligned
+            goal = np.array([block[0], block[1], CRUISE_HEIGHT])
+            yaw_error = abs(env.target_rpy[2] - yaw)
+            if self._near(goal, 0.008, slice(0, 2)) and yaw_error < 0.05:
+                self._goto_phase(1)
+            return self._action(goal, yaw, OPEN)
+        if self.phase == 1:  # down around the block
+            goal = np.array([block[0], block[1], block[2]])
+            if self._near(goal, 0.008, slice(2, 3)):
+                self._goto_phase(2)
+            return self._action(goal, yaw, OPEN)
+        if self.phase == 2:  # close
+            if self.timer >= 6:
+                self._goto_phase(3 if holding else 7)
+            return self._action(env.tcp_target, yaw, CLOSED)
+        offset = env.tcp_pos - block  # keeps the held block, not the TCP, on the waypoints
+        target = self.goal()
+        if self.phase == 3:  # lift
+            goal = np.array([env.tcp_pos[0], env.tcp_pos[1], CARRY_HEIGHT])
+            if self._near(goal, 0.01, slice(2, 3)):
+                self._goto_phase(4)
+            return self._action(goal, yaw, CLOSED)
+        if self.phase == 4:  # carry over the goal
+            goal = np.array([target[0] + offset[0], target[1] + offset[1], CARRY_HEIGHT])
+            if self._near(goal, 0.006, slice(0, 2)):
+                self._goto_phase(5)
+            return self._action(goal, yaw, CLOSED)
+        if self.phase == 5:  # lower until the block is just above its resting place
+            goal = target + offset + np.array([0.0, 0.0, 0.004])
+            if abs(block[2] - target[2]) < 0.008:
+                self._goto_phase(6)
+            return self._action(goal, yaw, CLOSED, speed=0.6)
+        if self.phase == 6:  # release
+            if self.timer >= 5:
+                self._goto_phase(8)
+            return self._action(env.tcp_target, yaw, OPEN)
+        # 7: recover (open and rise, then start over); 8: retreat upwards after the release
+        goal = np.array([env.tcp_pos[0], env.tcp_pos[1], CRUISE_HEIGHT])
+        if self.phase == 7 and self._near(goal, 0.01, slice(2, 3)):
+            self._goto_phase(0)
+        return self._action(goal, yaw, OPEN)
+
+
+class PickPlaceExpert(PickAndPlaceExpert):
+    def goal(self):
+        env: PickPlaceEnv = self.env
+        return env.place_goal()
+
+
+class StackExpert(PickAndPlaceExpert):
+    def goal(self):
+        env: StackEnv = self.env
+        return env.place_goal()
+
+
+_EXPERTS = {ReachEnv: ReachExpert, PushEnv: PushExpert, PickPlaceEnv: PickPlaceExpert, StackEnv: StackExpert}
+
+
+def make_expert(env, action_noise: float = 0.0, seed: int | None = None) -> Expert:
+    """The scripted expert for a built-in task env."""
+    for env_type, expert_type in _EXPERTS.items():
+        if isinstance(env.unwrapped, env_type):
+            return expert_type(env, action_noise=action_noise, seed=seed)
+    raise TypeError(f"no scripted expert for {type(env.unwrapped).__name__}; built-in tasks: {list(_EXPERTS)}.")
