@@ -32,3 +32,21 @@ def task_id(name: str) -> str:
     if name in ENV_IDS:
         return name
     raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)} or {list(ENV_IDS)}.")
+
+
+def make_vector_env(task: str, num_envs: int, asynchronous: bool = True, context: str = "spawn", **env_kwargs):
+    """A Gymnasium vector env of ``num_envs`` copies of a task (short name or id).
+
+    Asynchronous envs start their workers with ``context`` ("spawn" by default): forking a
+    process that already holds an OpenGL context (it rendered something) can hang the child.
+    ``env_kwargs`` go to each env (e.g. ``image_size=128``).
+    """
+    import gymnasium as gym
+
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    if asynchronous:
+        return gym.make_vec(
+            task_id(task), num_envs, vectorization_mode="async", vector_kwargs={"context": context}, **env_kwargs
+        )
+    return gym.make_vec(task_id(task), num_envs, vectorization_mode="sync", **env_kwargs)

@@ -27,13 +27,16 @@ POS_STEP = 0.02  # metres of TCP motion per unit action per step
 ROT_STEP = 0.10  # radians of rotation per unit action per step
 FINGER_TRAVEL = 0.04  # metres each finger slides from open to closed
 TCP_OFFSET = 0.085  # metres from the hand origin to the TCP, along the hand's z axis
-CONTROL_SUBSTEPS = 20  # physics steps (2 ms each) per action: 25 Hz control
+CONTROL_SUBSTEPS = 10  # physics steps (4 ms each) per action: 25 Hz control
 MAX_LEAD = 0.05  # the target may lead the measured TCP by at most this (no wind-up)
 WORKSPACE_LOW = np.array([-0.32, -0.34, 0.014])
 WORKSPACE_HIGH = np.array([0.32, 0.26, 0.35])
 TILT_LIMIT = 0.5  # radians of roll/pitch away from pointing straight down
 YAW_LIMIT = 1.6  # radians of yaw either way
 HOME_TCP = np.array([0.0, -0.08, 0.22])
+# Bounds of the proprioceptive state (TCP position, rotation vector, finger travel).
+STATE_LOW = np.array([-2.0, -2.0, -2.0, -3.2, -3.2, -3.2, -0.02, -0.02], np.float32)
+STATE_HIGH = -STATE_LOW + np.array([0, 0, 0, 0, 0, 0, 0.04, 0.04], np.float32)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
 # Quaternion (w, x, y, z) of the hand pointing straight down: 180 degrees about world x.
 DOWN_QUAT = np.array([0.0, 1.0, 0.0, 0.0])
@@ -113,7 +116,7 @@ class ManipulationEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(
             {
                 keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-                keys.STATE: gym.spaces.Box(-np.inf, np.inf, (8,), np.float32),
+                keys.STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
             }
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
@@ -275,7 +278,10 @@ class ManipulationEnv(gym.Env):
         axis_angle = np.empty(3)
         mujoco.mju_quat2Vel(axis_angle, rel, 1.0)
         state = np.concatenate([d.site_xpos[self.ids.tcp], axis_angle, d.qpos[self.ids.finger_qpos]])
-        return np.nan_to_num(state, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        state = state.astype(np.float32)
+        if not np.all(np.isfinite(state)):
+            state = np.nan_to_num(state, nan=0.0, posinf=0.0, neginf=0.0)
+        return np.clip(state, STATE_LOW, STATE_HIGH)
 
     def _info(self, success: bool, progress: float) -> dict:
         return {keys.INSTRUCTION: self.instruction, keys.SUCCESS: bool(success), keys.PROGRESS: float(progress)}
@@ -301,14 +307,12 @@ class ManipulationEnv(gym.Env):
         """Mean finger travel as a fraction of full closure, 0 (open) .. 1 (closed)."""
         return float(self.data.qpos[self.ids.finger_qpos].mean() / FINGER_TRAVEL)
 
-    def touching(self, geom_ids) -> tuple[bool, bool]:
-        """Whether the (left, right) finger is in contact with any of ``geom_ids``."""
-        contact = self.data.contact
+    def touching(self, geom: int) -> tuple[bool, bool]:
+        """Whether the (left, right) finger is in contact with geom ``geom``."""
         n = self.data.ncon
-        g1, g2 = contact.geom1[:n], contact.geom2[:n]
-        targets = np.asarray(list(geom_ids))
-        result = []
-        for finger in self.ids.finger_geoms:
-            hit = ((g1 == finger) & np.isin(g2, targets)) | ((g2 == finger) & np.isin(g1, targets))
-            result.append(bool(hit.any()))
-        return result[0], result[1]
+        g1, g2 = self.data.contact.geom1[:n], self.data.contact.geom2[:n]
+        left, right = self.ids.finger_geoms
+        hits = (g1 == geom) | (g2 == geom)
+        left_hit = bool(np.any(hits & ((g1 == left) | (g2 == left))))
+        right_hit = bool(np.any(hits & ((g1 == right) | (g2 == right))))
+        return left_hit, right_hit

@@ -30,27 +30,29 @@ class _BlockTask(ManipulationEnv):
 
     def grasped(self, block: int) -> bool:
         """Both fingers touch the block."""
-        left, right = self.touching([self.blocks.geoms[block]])
+        left, right = self.touching(self.blocks.geoms[block])
         return left and right
 
-    def released(self, block: int) -> bool:
-        """Neither finger touches the block."""
-        left, right = self.touching([self.blocks.geoms[block]])
-        return not (left or right)
-
-    def _carry_progress(self, block: int, goal: np.ndarray, start_xy: float, reach: float) -> float:
-        """Progress of a pick-and-carry towards ``goal`` (the block centre when placed).
+    def _placement_progress(self, placed: bool, goal: np.ndarray, start_xy: float, reach: float) -> tuple[bool, float]:
+        """``(success, progress)`` of carrying the named block to ``goal`` (its centre when
+        placed); success once it is ``placed`` and neither finger touches it.
 
         Stages: reach the block (0 to 0.3), grasp (0.4), carry over the goal (to 0.8),
-        lower onto it (to 0.9); 1.0 is reserved for success.
+        lower onto it (to 0.9), let go (1.0).
         """
+        block = self.target_block
+        left, right = self.touching(self.blocks.geoms[block])
+        if placed and not (left or right):
+            return True, 1.0
+        if placed and not (left and right):
+            return False, 0.9
         pos = self.blocks.pos(block)
-        if self.grasped(block):
+        if left and right:
             d_xy = float(np.linalg.norm(pos[:2] - goal[:2]))
             carry = approach(d_xy, start_xy, 0.01)
             lower = approach(abs(pos[2] - goal[2]), 0.12, 0.005) if d_xy < 0.03 else 0.0
-            return 0.4 + 0.4 * carry + 0.1 * lower
-        return 0.3 * approach(float(np.linalg.norm(self.tcp_pos - pos)), reach, 0.01)
+            return False, PROGRESS_CAP * (0.4 + 0.4 * carry + 0.1 * lower)
+        return False, PROGRESS_CAP * 0.3 * approach(float(np.linalg.norm(self.tcp_pos - pos)), reach, 0.01)
 
 
 class ReachEnv(_BlockTask):
@@ -189,13 +191,7 @@ class PickPlaceEnv(_BlockTask):
         self._start_reach = float(np.linalg.norm(self.tcp_pos - self.target_block_pos))
 
     def _evaluate(self):
-        if self._inside():
-            if self.released(self.target_block):
-                return True, 1.0
-            if not self.grasped(self.target_block):
-                return False, 0.9
-        progress = self._carry_progress(self.target_block, self.place_goal(), self._start_xy, self._start_reach)
-        return False, PROGRESS_CAP * progress
+        return self._placement_progress(self._inside(), self.place_goal(), self._start_xy, self._start_reach)
 
 
 class StackEnv(_BlockTask):
@@ -227,10 +223,4 @@ class StackEnv(_BlockTask):
         self._start_reach = float(np.linalg.norm(self.tcp_pos - self.target_block_pos))
 
     def _evaluate(self):
-        if self._stacked():
-            if self.released(self.target_block):
-                return True, 1.0
-            if not self.grasped(self.target_block):
-                return False, 0.9
-        progress = self._carry_progress(self.target_block, self.place_goal(), self._start_xy, self._start_reach)
-        return False, PROGRESS_CAP * progress
+        return self._placement_progress(self._stacked(), self.place_goal(), self._start_xy, self._start_reach)
