@@ -24,6 +24,11 @@ for _env_id, _entry_point, _limit in TASKS.values():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry_point, max_episode_steps=_limit)
 
+# Meta-World v3 tasks under the same contract (needs `pip install .[metaworld]`).
+METAWORLD_ID = "VLARL/MetaWorld-v0"
+if METAWORLD_ID not in registry:
+    register(id=METAWORLD_ID, entry_point="envs.metaworld_adapter:MetaWorldEnv", max_episode_steps=200)
+
 
 def task_id(name: str) -> str:
     """Gymnasium id of a task given its short name (``"pick_place"``) or its id."""
