@@ -35,6 +35,7 @@ INSTRUCTIONS = {
     "peg-insert-side-v3": "insert the peg into the hole from the side",
 }
 DISTANCE_KEYS = ("obj_to_target", "target_to_obj")  # reported by Meta-World's object tasks
+STATE_BOUND = 5.0  # metres; Meta-World's hand stays well inside
 
 
 def instruction_for(task: str) -> str:
@@ -88,7 +89,7 @@ class MetaWorldEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(
             {
                 keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-                keys.STATE: gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+                keys.STATE: gym.spaces.Box(-STATE_BOUND, STATE_BOUND, (4,), np.float32),
             }
         )
         self._frame: np.ndarray | None = None
@@ -98,7 +99,7 @@ class MetaWorldEnv(gym.Env):
         # Meta-World 3 renders its cameras bottom-up (OpenGL row order): flip to top-down.
         self.raw_observation = raw  # Meta-World's own 39-D vector, for its scripted policies
         self._frame = np.ascontiguousarray(np.flipud(self._env.render()))
-        return {keys.IMAGE: self._frame.copy(), keys.STATE: np.asarray(raw[:4], dtype=np.float32)}
+        return {keys.IMAGE: self._frame.copy(), keys.STATE: np.clip(raw[:4], -STATE_BOUND, STATE_BOUND).astype(np.float32)}
 
     def _progress(self, info: dict, success: bool) -> float:
         if success:

@@ -122,18 +122,23 @@ class PushEnv(_BlockTask):
         delta = self.target_pad_pos[:2] - self.target_block_pos[:2]
         return delta / max(np.linalg.norm(delta), 1e-6)
 
-    def pusher_point(self) -> np.ndarray:
-        """Where the TCP should be to push the block straight at the pad."""
-        block = self.target_block_pos
-        xy = block[:2] - self.push_direction() * self.pusher_offset
+    def pusher_point(self, direction: np.ndarray | None = None) -> np.ndarray:
+        """Where the TCP should be to push the block along ``direction`` (default: at the pad)."""
+        direction = self.push_direction() if direction is None else direction
+        xy = self.target_block_pos[:2] - direction * self.pusher_offset
         return np.array([xy[0], xy[1], BLOCK_HALF])
 
     def _distances(self) -> tuple[float, float]:
+        """Block-to-pad distance, and TCP distance to the pushing position behind the block.
+
+        The pushing position uses the block-to-pad direction at reset, so that steering
+        (pushing a little off-centre as the block turns) does not count as losing progress."""
         block_to_pad = float(np.linalg.norm(self.target_block_pos[:2] - self.target_pad_pos[:2]))
-        tcp_to_pusher = float(np.linalg.norm(self.tcp_pos - self.pusher_point()))
+        tcp_to_pusher = float(np.linalg.norm(self.tcp_pos - self.pusher_point(self._start_direction)))
         return block_to_pad, tcp_to_pusher
 
     def _on_reset(self):
+        self._start_direction = self.push_direction()
         self._start_push, self._start_reach = self._distances()
 
     def _evaluate(self):

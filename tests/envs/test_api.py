@@ -1,0 +1,160 @@
+"""Gymnasium API, spaces, info contract, rendering and bad input for every built-in task."""
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from vla_rl import keys
+
+TASKS = sorted(envs.TASKS)
+
+
+@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+def test_check_env_passes(env_id):
+    env = gym.make(env_id, image_size=64)
+    try:
+        check_env(env.unwrapped)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_spaces_and_info_contract(make_env, task):
+    env = make_env(task, image_size=96)
+    obs, info = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    assert obs[keys.IMAGE].shape == (96, 96, 3) and obs[keys.IMAGE].dtype == np.uint8
+    assert obs[keys.STATE].shape == (8,) and obs[keys.STATE].dtype == np.float32
+    assert env.action_space.shape == (7,)
+    assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
+    instruction = env.unwrapped.instruction
+    assert info[keys.INSTRUCTION] == instruction and len(instruction.split()) >= 3
+    assert info[keys.SUCCESS] is False and 0.0 <= info[keys.PROGRESS] < 1.0
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert reward == 0.0 and not terminated
+    assert set(info) >= {keys.INSTRUCTION, keys.SUCCESS, keys.PROGRESS}
+    assert env.spec.max_episode_steps == envs.TASKS[task][2]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_render_returns_the_observation_camera(make_env, task):
+    env = make_env(task, image_size=64)
+    obs, _ = env.reset(seed=2)
+    np.testing.assert_array_equal(env.render(), obs[keys.IMAGE])
+    obs, *_ = env.step(np.array([1, 0, -1, 0, 0, 0, 1], np.float32))
+    np.testing.assert_array_equal(env.render(), obs[keys.IMAGE])
+
+
+def test_image_changes_when_the_arm_moves(make_env):
+    env = make_env("reach", image_size=64)
+    first, _ = env.reset(seed=0)
+    moved = first
+    for _ in range(5):
+        moved, *_ = env.step(np.array([0, 0, -1, 0, 0, 0, 1], np.float32))
+    changed = np.any(first[keys.IMAGE] != moved[keys.IMAGE], axis=-1).mean()
+    assert changed > 0.005, f"only {changed:.4f} of the pixels changed after moving the arm"
+
+
+def _named_geoms(env) -> dict[str, list[int]]:
+    """Geoms of every object the instruction names."""
+    u = env.unwrapped
+    named = {"block": [u.blocks.geoms[u.target_block]]}
+    if hasattr(u, "target_pad"):
+        named["pad"] = [u.pad_geoms[u.target_pad]]
+    if hasattr(u, "target_tray"):
+        named["tray"] = u.tray_geoms[u.target_tray]
+    if hasattr(u, "base_block"):
+        named["base block"] = [u.blocks.geoms[u.base_block]]
+    return named
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_named_objects_are_visible(make_env, task):
+    """Over many seeds, every object the instruction names covers pixels of the image."""
+    env = make_env(task, image_size=128)
+    u = env.unwrapped
+    for seed in range(25):
+        env.reset(seed=seed)
+        segmentation = u._renderer.render(u.data, segmentation=True)
+        ids, types = segmentation[..., 0], segmentation[..., 1]
+        for what, geoms in _named_geoms(env).items():
+            pixels = int(np.sum(np.isin(ids, geoms) & (types == mujoco.mjtObj.mjOBJ_GEOM)))
+            assert pixels >= 25, f"seed {seed}: the named {what} covers only {pixels} pixels ({u.instruction!r})"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_instruction_colours_match_the_scene(make_env, task):
+    from envs.scene import PALETTE
+
+    env = make_env(task, image_size=32)
+    u = env.unwrapped
+    for seed in range(10):
+        env.reset(seed=seed)
+        colour = u.blocks.colours[u.target_block]
+        assert f"the {colour} block" in u.instruction
+        np.testing.assert_allclose(u.model.geom_rgba[u.blocks.geoms[u.target_block]], PALETTE[colour])
+        assert len(set(u.blocks.colours)) == len(u.blocks.colours), "blocks must have distinct colours"
+
+
+@pytest.mark.parametrize("size", [16, 64, 256])
+def test_image_size_is_configurable(make_env, size):
+    obs, _ = make_env("stack", image_size=size).reset(seed=0)
+    assert obs[keys.IMAGE].shape == (size, size, 3)
+
+
+@pytest.mark.parametrize("bad, error", [(8, ValueError), (512, ValueError), (128.0, TypeError), (True, TypeError)])
+def test_bad_image_size_is_rejected(bad, error):
+    with pytest.raises(error, match="image_size"):
+        gym.make("VLARL/Reach-v0", image_size=bad)
+
+
+def test_bad_render_mode_is_rejected():
+    with pytest.raises(ValueError, match="render_mode"):
+        gym.make("VLARL/Reach-v0", render_mode="depth_array")
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        (np.zeros(6), "shape"),
+        (np.zeros((1, 7)), "shape"),
+        (np.array([0, 0, np.nan, 0, 0, 0, 0]), "NaN"),
+        (np.array([0, 0, 0, np.inf, 0, 0, 0]), "NaN or inf"),
+    ],
+)
+def test_bad_actions_raise_clear_errors(make_env, action, message):
+    env = make_env("pick_place", image_size=32)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.unwrapped.step(action)
+
+
+def test_out_of_range_actions_are_clipped(make_env):
+    env = make_env("reach", image_size=32, render_obs=False)
+    env.reset(seed=0)
+    start = env.unwrapped.tcp_target
+    env.step(np.array([50, 0, 0, 0, 0, 0, 0], np.float32))
+    np.testing.assert_allclose(env.unwrapped.tcp_target - start, [0.02, 0, 0], atol=1e-9)
+
+
+def test_unstable_physics_truncates_with_sim_error(make_env):
+    env = make_env("stack", image_size=32)
+    env.reset(seed=0)
+    env.unwrapped.data.qvel[:] = 1e12  # far beyond what MuJoCo accepts
+    obs, reward, terminated, truncated, info = env.step(np.zeros(7, np.float32))
+    assert truncated and not terminated and reward == 0.0
+    assert "MuJoCo warning" in info[keys.SIM_ERROR]
+    assert env.observation_space.contains(obs)
+    obs, info = env.reset(seed=0)  # the env recovers on reset
+    assert keys.SIM_ERROR not in info and env.observation_space.contains(obs)
+
+
+def test_render_obs_false_gives_blank_images_but_render_works(make_env):
+    env = make_env("reach", image_size=32, render_obs=False)
+    obs, _ = env.reset(seed=0)
+    assert not obs[keys.IMAGE].any()
+    assert env.render().any()

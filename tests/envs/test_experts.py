@@ -1,0 +1,78 @@
+"""Scripted experts succeed, random actions fail, and progress behaves as documented."""
+
+import numpy as np
+import pytest
+
+import envs
+from envs.experts import make_expert
+from vla_rl import keys
+
+TASKS = sorted(envs.TASKS)
+
+
+def _expert_episodes(env, seeds):
+    expert = make_expert(env)
+    for seed in seeds:
+        _, info = env.reset(seed=seed)
+        expert.reset()
+        progress, success = [info[keys.PROGRESS]], [info[keys.SUCCESS]]
+        terminated = truncated = False
+        while not (terminated or truncated):
+            _, reward, terminated, truncated, info = env.step(expert.act())
+            progress.append(info[keys.PROGRESS])
+            success.append(info[keys.SUCCESS])
+            assert reward == float(info[keys.SUCCESS])
+        yield terminated, np.array(progress), np.array(success)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_expert_success_rate_over_100_seeds(make_env, task):
+    env = make_env(task, render_obs=False)
+    outcomes = [terminated for terminated, _, _ in _expert_episodes(env, range(100))]
+    rate = np.mean(outcomes)
+    assert rate >= 0.95, f"{task}: expert success {rate:.2f} < 0.95"
+
+
+# (tolerated per-step decrease, required fraction of monotone episodes). The push expert backs
+# off and re-aligns when the block drifts off its line, which lowers progress for a few steps
+# (measured: 12 of 200 episodes drop by more than 0.01), and a pushed block jitters sideways.
+MONOTONE = {"reach": (1e-3, 1.0), "pick_place": (1e-3, 1.0), "stack": (1e-3, 1.0), "push": (0.01, 0.85)}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_progress_is_monotone_for_experts_and_one_exactly_at_success(make_env, task):
+    env = make_env(task, render_obs=False)
+    tolerance, required = MONOTONE[task]
+    monotone = 0
+    for terminated, progress, success in _expert_episodes(env, range(200, 240)):
+        np.testing.assert_array_equal(progress == 1.0, success)  # success <=> progress == 1
+        assert np.all((progress >= 0) & (progress <= 1))
+        if terminated:
+            assert progress[-1] == 1.0 and success[-1] and not success[:-1].any()
+        monotone += bool(np.all(np.diff(progress) >= -tolerance))
+    assert monotone >= required * 40, f"{task}: progress monotone in only {monotone}/40 expert episodes"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_random_actions_rarely_succeed(make_env, task):
+    env = make_env(task, render_obs=False)
+    rng = np.random.default_rng(0)
+    successes = 0
+    for seed in range(20):
+        env.reset(seed=seed)
+        terminated = truncated = False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, info = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+            assert (info[keys.PROGRESS] == 1.0) == info[keys.SUCCESS]
+        successes += terminated
+    assert successes <= 2, f"{task}: random actions succeeded {successes}/20 times"
+
+
+def test_noisy_expert_is_seeded_and_noise_is_validated(make_env):
+    env = make_env("reach", render_obs=False)
+    a = make_expert(env, action_noise=0.3, seed=1)
+    b = make_expert(env, action_noise=0.3, seed=1)
+    env.reset(seed=0)
+    np.testing.assert_array_equal(a.act(), b.act())
+    with pytest.raises(ValueError, match="action_noise"):
+        make_expert(env, action_noise=-1.0)
