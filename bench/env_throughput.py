@@ -145,37 +145,59 @@ def main() -> None:
     import envs
 
     rng = np.random.default_rng(0)
-    results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    results: dict = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    }
     vector_task = envs.task_id("pick_place")
     vector = bench_vector(vector_task, args.seconds, 128)  # before pinning: needs both cores
     _pin_one_core()
-    ours = {(name, size): bench_ours(envs.task_id(name), size, args.seconds, rng) for name in envs.TASKS for size in args.sizes}
-    pusher = {(size, flags): bench_pusher(size, args.seconds, rng, flags) for size in args.sizes for flags in (True, False)}
+    ours = {
+        (name, size): bench_ours(envs.task_id(name), size, args.seconds, rng)
+        for name in envs.TASKS
+        for size in args.sizes
+    }
+    pusher = {
+        (size, flags): bench_pusher(size, args.seconds, rng, flags) for size in args.sizes for flags in (True, False)
+    }
 
     print(f"\nEnvironment throughput ({results['machine']}); one pinned core except the vector row\n")
-    print("| task | px | physics steps/s | step+render steps/s | render-only fps | render/step+render "
-          "| vs Pusher-v5 same flags | vs Pusher-v5 default flags |")
+    print(
+        "| task | px | physics steps/s | step+render steps/s | render-only fps | render/step+render "
+        "| vs Pusher-v5 same flags | vs Pusher-v5 default flags |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for (name, size), r in ours.items():
         same, default = pusher[(size, True)], pusher[(size, False)]
         row = {
-            "task": name, "px": size, **r,
+            "task": name,
+            "px": size,
+            **r,
             "render_over_step": r["render_only"] / r["step_render"],
             "vs_pusher_same_flags": r["step_render"] / same,
             "vs_pusher_default_flags": r["step_render"] / default,
         }
         rows.append(row)
-        print(f"| {name} | {size} | {r['physics']:.0f} | {r['step_render']:.0f} | {r['render_only']:.0f} "
-              f"| {row['render_over_step']:.2f}x | {row['vs_pusher_same_flags']:.2f}x | {row['vs_pusher_default_flags']:.2f}x |")
+        print(
+            f"| {name} | {size} | {r['physics']:.0f} | {r['step_render']:.0f} | {r['render_only']:.0f} "
+            f"| {row['render_over_step']:.2f}x | {row['vs_pusher_same_flags']:.2f}x "
+            f"| {row['vs_pusher_default_flags']:.2f}x |"
+        )
     print("\n| Pusher-v5 px | same flags steps/s | default flags steps/s |\n|---|---|---|")
     for size in args.sizes:
         print(f"| {size} | {pusher[(size, True)]:.0f} | {pusher[(size, False)]:.0f} |")
     speedup = vector[2] / vector[1]
-    print(f"\nAsync vector env ({vector_task}, 128 px, 2 cores): 1 env {vector[1]:.0f} steps/s, "
-          f"2 workers {vector[2]:.0f} steps/s -> {speedup:.2f}x")
-    results.update({"rows": rows, "pusher": {f"{s}_{'same' if f else 'default'}": v for (s, f), v in pusher.items()},
-                    "vector": {"one_env": vector[1], "two_workers": vector[2], "speedup": speedup}})
+    print(
+        f"\nAsync vector env ({vector_task}, 128 px, 2 cores): 1 env {vector[1]:.0f} steps/s, "
+        f"2 workers {vector[2]:.0f} steps/s -> {speedup:.2f}x"
+    )
+    results.update(
+        {
+            "rows": rows,
+            "pusher": {f"{s}_{'same' if f else 'default'}": v for (s, f), v in pusher.items()},
+            "vector": {"one_env": vector[1], "two_workers": vector[2], "speedup": speedup},
+        }
+    )
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

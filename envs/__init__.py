@@ -1,6 +1,7 @@
 """MuJoCo manipulation tasks for vla-rl, registered as Gymnasium environments.
 
-Importing this package only registers the ids (cheap); MuJoCo loads when an env is made::
+Importing this package registers the ids and picks the offscreen OpenGL backend
+(``MUJOCO_GL``); MuJoCo itself loads when an env is made::
 
     import gymnasium as gym
     import envs  # registers VLARL/*
@@ -10,6 +11,12 @@ Importing this package only registers the ids (cheap); MuJoCo loads when an env 
 from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
+
+from envs.rendering import configure_gl_backend
+
+# Choose the offscreen OpenGL backend now, before anything imports mujoco, so that every
+# MuJoCo env rendered in this process (ours, Gymnasium's, Meta-World's) works headless.
+configure_gl_backend()
 
 # Short task name -> (Gymnasium id, entry point, step limit).
 TASKS: dict[str, tuple[str, str, int]] = {

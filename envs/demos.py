@@ -59,9 +59,17 @@ class Episode:
         """Write compressed, via a temporary file and an atomic rename."""
         tmp = f"{path}.tmp-{os.getpid()}.npz"
         np.savez_compressed(
-            tmp, images=self.images, states=self.states, actions=self.actions, rewards=self.rewards,
-            success=self.success, progress=self.progress, terminated=np.bool_(self.terminated),
-            truncated=np.bool_(self.truncated), instruction=np.str_(self.instruction), seed=np.int64(self.seed),
+            tmp,
+            images=self.images,
+            states=self.states,
+            actions=self.actions,
+            rewards=self.rewards,
+            success=self.success,
+            progress=self.progress,
+            terminated=np.bool_(self.terminated),
+            truncated=np.bool_(self.truncated),
+            instruction=np.str_(self.instruction),
+            seed=np.int64(self.seed),
         )
         os.replace(tmp, path)
 
@@ -70,9 +78,16 @@ class Episode:
         with np.load(path, allow_pickle=False) as data:
             fields = {name: data[name] for name in data.files}
         return cls(
-            images=fields["images"], states=fields["states"], actions=fields["actions"], rewards=fields["rewards"],
-            success=fields["success"], progress=fields["progress"], terminated=bool(fields["terminated"]),
-            truncated=bool(fields["truncated"]), instruction=str(fields["instruction"]), seed=int(fields["seed"]),
+            images=fields["images"],
+            states=fields["states"],
+            actions=fields["actions"],
+            rewards=fields["rewards"],
+            success=fields["success"],
+            progress=fields["progress"],
+            terminated=bool(fields["terminated"]),
+            truncated=bool(fields["truncated"]),
+            instruction=str(fields["instruction"]),
+            seed=int(fields["seed"]),
         )
 
 
@@ -93,10 +108,16 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         success.append(info["success"])
         progress.append(info["progress"])
     return Episode(
-        images=np.stack(images), states=np.stack(states).astype(np.float32),
-        actions=np.stack(actions).astype(np.float32), rewards=np.asarray(rewards, np.float32),
-        success=np.asarray(success, bool), progress=np.asarray(progress, np.float32),
-        terminated=bool(terminated), truncated=bool(truncated), instruction=info["instruction"], seed=seed,
+        images=np.stack(images),
+        states=np.stack(states).astype(np.float32),
+        actions=np.stack(actions).astype(np.float32),
+        rewards=np.asarray(rewards, np.float32),
+        success=np.asarray(success, bool),
+        progress=np.asarray(progress, np.float32),
+        terminated=bool(terminated),
+        truncated=bool(truncated),
+        instruction=info["instruction"],
+        seed=seed,
     )
 
 
@@ -104,8 +125,10 @@ def read_meta(directory: str) -> dict:
     """The ``meta.json`` of a demonstration directory, checked for the format version."""
     path = os.path.join(directory, META_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: {directory!r} is not a demonstration directory "
-                                f"(record one with `python -m envs.demos --out {directory}`).")
+        raise FileNotFoundError(
+            f"{path} not found: {directory!r} is not a demonstration directory "
+            f"(record one with `python -m envs.demos --out {directory}`)."
+        )
     with open(path) as f:
         meta = json.load(f)
     if meta.get("format_version") != FORMAT_VERSION:
@@ -119,9 +142,17 @@ def iter_episodes(directory: str):
         yield record, Episode.load(os.path.join(directory, record["file"]))
 
 
-def record(tasks: list[str], episodes: int, out: str, seed: int = 0, image_size: int = 128,
-           action_noise: float = 0.0, successes_only: bool = False, overwrite: bool = False,
-           progress_bar: bool = True) -> dict:
+def record(
+    tasks: list[str],
+    episodes: int,
+    out: str,
+    seed: int = 0,
+    image_size: int = 128,
+    action_noise: float = 0.0,
+    successes_only: bool = False,
+    overwrite: bool = False,
+    progress_bar: bool = True,
+) -> dict:
     """Record ``episodes`` expert episodes per task into the directory ``out``; return meta.
 
     Seeds are ``seed, seed+1, ...`` per task (episodes that fail are skipped with
@@ -162,20 +193,31 @@ def record(tasks: list[str], episodes: int, out: str, seed: int = 0, image_size:
                     continue
                 name = f"episode_{len(records):06d}.npz"
                 episode.save(os.path.join(tmp, name))
-                records.append({
-                    "file": name, "task": env_id, "seed": episode.seed, "instruction": episode.instruction,
-                    "length": len(episode.actions), "success": episode.terminated,
-                })
+                records.append(
+                    {
+                        "file": name,
+                        "task": env_id,
+                        "seed": episode.seed,
+                        "instruction": episode.instruction,
+                        "length": len(episode.actions),
+                        "success": episode.terminated,
+                    }
+                )
                 kept += 1
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean([r['success'] for r in records]):.2f}")
             env.close()
         bar.close()
         meta = {
-            "format_version": FORMAT_VERSION, "env_ids": env_ids, "image_size": image_size,
-            "action_noise": action_noise, "seed": seed, "num_episodes": len(records),
+            "format_version": FORMAT_VERSION,
+            "env_ids": env_ids,
+            "image_size": image_size,
+            "action_noise": action_noise,
+            "seed": seed,
+            "num_episodes": len(records),
             "success_rate": float(np.mean([r["success"] for r in records])),
-            "seconds": round(time.time() - started, 1), "episodes": records,
+            "seconds": round(time.time() - started, 1),
+            "episodes": records,
         }
         with open(os.path.join(tmp, META_FILE), "w") as f:
             json.dump(meta, f, indent=1)
@@ -214,13 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tasks = sorted(envs.TASKS) if args.tasks == ["all"] else args.tasks
     try:
-        meta = record(tasks, args.episodes, args.out, seed=args.seed, image_size=args.image_size,
-                      action_noise=args.action_noise, successes_only=args.successes_only, overwrite=args.overwrite)
+        meta = record(
+            tasks,
+            args.episodes,
+            args.out,
+            seed=args.seed,
+            image_size=args.image_size,
+            action_noise=args.action_noise,
+            successes_only=args.successes_only,
+            overwrite=args.overwrite,
+        )
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {meta['num_episodes']} episodes to {args.out} (success rate {meta['success_rate']:.2f}, "
-          f"{meta['seconds']} s)")
+    print(
+        f"wrote {meta['num_episodes']} episodes to {args.out} (success rate {meta['success_rate']:.2f}, "
+        f"{meta['seconds']} s)"
+    )
     return 0
 
 

@@ -54,8 +54,13 @@ class MetaWorldEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
 
-    def __init__(self, task: str = "pick-place-v3", image_size: int = 128, camera: str = "corner",
-                 render_mode: str | None = "rgb_array"):
+    def __init__(
+        self,
+        task: str = "pick-place-v3",
+        image_size: int = 128,
+        camera: str = "corner",
+        render_mode: str | None = "rgb_array",
+    ):
         configure_gl_backend()
         try:
             import metaworld  # noqa: F401  (registers the Meta-World ids)
@@ -99,7 +104,10 @@ class MetaWorldEnv(gym.Env):
         # Meta-World 3 renders its cameras bottom-up (OpenGL row order): flip to top-down.
         self.raw_observation = raw  # Meta-World's own 39-D vector, for its scripted policies
         self._frame = np.ascontiguousarray(np.flipud(self._env.render()))
-        return {keys.IMAGE: self._frame.copy(), keys.STATE: np.clip(raw[:4], -STATE_BOUND, STATE_BOUND).astype(np.float32)}
+        return {
+            keys.IMAGE: self._frame.copy(),
+            keys.STATE: np.clip(raw[:4], -STATE_BOUND, STATE_BOUND).astype(np.float32),
+        }
 
     def _progress(self, info: dict, success: bool) -> float:
         if success:
@@ -140,8 +148,11 @@ class MetaWorldEnv(gym.Env):
         native = np.clip(np.concatenate([action[:3], action[6:]]), -1.0, 1.0)
         raw, _, _, truncated, raw_info = self._env.step(native)
         success = bool(raw_info.get("success", 0.0) > 0.5)
-        info = {keys.INSTRUCTION: self.instruction, keys.SUCCESS: success,
-                keys.PROGRESS: self._progress(raw_info, success)}
+        info = {
+            keys.INSTRUCTION: self.instruction,
+            keys.SUCCESS: success,
+            keys.PROGRESS: self._progress(raw_info, success),
+        }
         return self._observation(raw), float(success), success, bool(truncated), info
 
     def render(self):

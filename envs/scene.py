@@ -89,7 +89,7 @@ class Blocks:
     def place(self, rng: np.random.Generator, xy: np.ndarray, colours: list[str]) -> None:
         """Put block i upright on the table at ``xy[i]`` with a random yaw, coloured ``colours[i]``."""
         self.colours = list(colours)
-        for i, (point, colour) in enumerate(zip(xy, colours)):
+        for i, (point, colour) in enumerate(zip(xy, colours, strict=False)):
             adr = self.qpos[i]
             self.data.qpos[adr : adr + 3] = (point[0], point[1], BLOCK_HALF)
             self.data.qpos[adr + 3 : adr + 7] = yaw_quat(rng.uniform(-MAX_BLOCK_YAW, MAX_BLOCK_YAW))

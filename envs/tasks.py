@@ -180,7 +180,9 @@ class PickPlaceEnv(_BlockTask):
         self.tray_colours = colours[self.num_blocks :]
         self.target_block = int(rng.integers(self.num_blocks))
         self.target_tray = int(rng.integers(self.num_trays))
-        self.instruction = f"put the {colours[self.target_block]} block in the {self.tray_colours[self.target_tray]} tray"
+        self.instruction = (
+            f"put the {colours[self.target_block]} block in the {self.tray_colours[self.target_tray]} tray"
+        )
 
     def place_goal(self) -> np.ndarray:
         """Block centre when resting in the middle of the named tray."""
@@ -219,9 +221,7 @@ class StackEnv(_BlockTask):
     def _stacked(self) -> bool:
         top, goal = self.target_block_pos, self.place_goal()
         base_on_table = self.blocks.pos(self.base_block)[2] < BLOCK_HALF + 0.005
-        return bool(
-            base_on_table and np.linalg.norm(top[:2] - goal[:2]) < 0.02 and abs(top[2] - goal[2]) < 0.01
-        )
+        return bool(base_on_table and np.linalg.norm(top[:2] - goal[:2]) < 0.02 and abs(top[2] - goal[2]) < 0.01)
 
     def _on_reset(self):
         self._start_xy = float(np.linalg.norm(self.target_block_pos[:2] - self.place_goal()[:2]))

@@ -1,6 +1,6 @@
 """Render one picture per built-in task (first frame, with its instruction) for the README.
 
-    .venv/bin/python scripts/render_task_gallery.py [--out assets/docs] [--seed 3] [--size 256]
+.venv/bin/python scripts/render_task_gallery.py [--out assets/docs] [--seed 3] [--size 256]
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def test_record_and_read_back(tmp_path):
 def test_replaying_recorded_actions_reproduces_the_episode(tmp_path, make_env):
     out = str(tmp_path / "demos")
     demos.record(["push"], episodes=1, out=out, seed=11, image_size=32, progress_bar=False)
-    (record, episode), = list(demos.iter_episodes(out))
+    ((record, episode),) = list(demos.iter_episodes(out))
     env = make_env("push", image_size=32)
     obs, _ = env.reset(seed=episode.seed)
     np.testing.assert_array_equal(obs["image"], episode.images[0])
@@ -54,8 +54,12 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"tasks": ["fly"]}, "unknown task"), ({"episodes": 0}, "--episodes"), ({"image_size": 4}, "--image-size"),
-     ({"action_noise": -0.1}, "--action-noise")],
+    [
+        ({"tasks": ["fly"]}, "unknown task"),
+        ({"episodes": 0}, "--episodes"),
+        ({"image_size": 4}, "--image-size"),
+        ({"action_noise": -0.1}, "--action-noise"),
+    ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, kwargs, message):
     args = {"tasks": ["reach"], "episodes": 1, "out": str(tmp_path / "d"), "image_size": 16, "progress_bar": False}

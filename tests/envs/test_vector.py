@@ -50,7 +50,7 @@ def test_vector_autoreset_after_truncation():
     limit = envs.TASKS["reach"][2]
     vec.reset(seed=0)
     actions = np.zeros((2, 7), np.float32)
-    for step in range(limit):
+    for _step in range(limit):
         _, _, terminated, truncated, _ = vec.step(actions)
     assert truncated.all() and not terminated.any()
     # Gymnasium 1.x next-step autoreset: the following step resets, with zero reward.
