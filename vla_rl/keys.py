@@ -9,3 +9,8 @@ INSTRUCTION = "instruction"
 SUCCESS = "success"
 PROGRESS = "progress"
 SIM_ERROR = "sim_error"
+
+# Per-step info keys written by the reward wrappers.
+ENV_REWARD = "env_reward"
+PRM_SCORE = "prm_score"
+PRM_REWARD = "prm_reward"

@@ -1,0 +1,135 @@
+"""``QwenProcessRM``: a Qwen2-VL(-family) model as a process reward model.
+
+For each frame it builds the chat prompt ``<image> The task is {instruction}, is it completed?``
+and reads P(positive) from the logits of the two answer tokens ("Yes"/"No" by default) at
+the answer position, in one forward pass over the batch — it never generates and parses text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+
+from reward.base import ProcessRewardModel
+
+logger = logging.getLogger("vla_rl.prm")
+
+DEFAULT_PROMPT = "The task is {instruction}, is it completed?"
+ANSWER_PAIRS = {"yes_no": ("Yes", "No"), "one_zero": ("1", "0"), "plus_minus": ("+", "-")}
+
+
+def memory_report(device: str) -> str:
+    """``GPU Memory: X.XX GB`` (allocated) on CUDA, else the process's resident memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"GPU Memory: {torch.cuda.memory_allocated() / 2**30:.2f} GB"
+    with open("/proc/self/statm") as f:
+        resident_pages = int(f.read().split()[1])
+    return f"CPU RSS: {resident_pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.2f} GB"
+
+
+class QwenProcessRM(ProcessRewardModel):
+    """Scores frames with a local Qwen2-VL / Qwen2.5-VL checkpoint.
+
+    Args:
+        model_path: checkpoint directory (``--prm_model_name_or_path``); never downloaded.
+        adapter_path: optional LoRA adapter directory saved by peft (``--prm_checkpoint_path``).
+        merge_adapter: merge the adapter into the weights (faster scoring).
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda[:N]"``.
+        dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU) or a dtype name.
+        prompt_template: the user text; must contain ``{instruction}``.
+        answer_tokens: (positive, negative) answer strings, each a single token, e.g.
+            ("Yes", "No"), ("1", "0"), ("+", "-"); or a key of ``ANSWER_PAIRS``.
+        batch_size: frames per forward pass.
+        log_every: log the scores of every N-th ``score`` call (0: never).
+    """
+
+    name = "qwen"
+
+    def __init__(
+        self,
+        model_path: str,
+        adapter_path: str | None = None,
+        merge_adapter: bool = True,
+        device: str = "auto",
+        dtype: str = "auto",
+        prompt_template: str = DEFAULT_PROMPT,
+        answer_tokens: tuple[str, str] | str = ("Yes", "No"),
+        batch_size: int = 32,
+        log_every: int = 0,
+    ):
+        from vla_rl.qwen.loading import apply_adapter, load_model, pick_device, read_checkpoint_config
+        from vla_rl.qwen.processor import QwenImageTextProcessor
+
+        if "{instruction}" not in prompt_template:
+            raise ValueError(f"prompt_template must contain '{{instruction}}', got {prompt_template!r}.")
+        if isinstance(answer_tokens, str):
+            if answer_tokens not in ANSWER_PAIRS:
+                raise ValueError(f"answer_tokens={answer_tokens!r}; choose one of {sorted(ANSWER_PAIRS)} or a pair.")
+            answer_tokens = ANSWER_PAIRS[answer_tokens]
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        read_checkpoint_config(model_path, "--prm_model_name_or_path")  # fail before loading anything
+        if adapter_path is not None and not os.path.isdir(adapter_path):
+            raise FileNotFoundError(f"--prm_checkpoint_path={adapter_path!r}: no such directory.")
+        self.device = pick_device(device)
+        logger.info("[PRM] Initializing Process Reward Model")
+        logger.info("[PRM] Before PRM init - %s", memory_report(self.device))
+        started = time.perf_counter()
+        self.processor = QwenImageTextProcessor.from_pretrained(model_path)
+        self.model = load_model(model_path, "--prm_model_name_or_path", self.device, dtype)
+        if adapter_path is not None:
+            self.model = apply_adapter(self.model, adapter_path, "--prm_checkpoint_path", merge=merge_adapter)
+        self.answer_ids = [self._single_token(text) for text in answer_tokens]
+        self.answer_tokens = tuple(answer_tokens)
+        self.prompt_template = prompt_template
+        self.batch_size = batch_size
+        self.log_every = log_every
+        self._calls = 0
+        adapter = f" with LoRA adapter {adapter_path}{' (merged)' if merge_adapter else ''}" if adapter_path else ""
+        logger.info(
+            "[PRM] Loaded %s from %s%s on %s in %.1f s",
+            type(self.model).__name__, model_path, adapter, self.device, time.perf_counter() - started,
+        )
+        logger.info("[PRM] After PRM init - %s", memory_report(self.device))
+
+    def _single_token(self, text: str) -> int:
+        ids = self.processor.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"answer token {text!r} is {len(ids)} tokens in this tokenizer; it must be exactly one.")
+        return ids[0]
+
+    def prompts(self, instructions: list[str]) -> list[str]:
+        return [self.prompt_template.format(instruction=text) for text in instructions]
+
+    def answer_logits(self, frames: np.ndarray, instructions: list[str]):
+        """``(B, 2)`` float32 logits of (positive, negative) at the answer position."""
+        import torch
+
+        inputs = self.processor(frames, self.prompts(instructions))
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        with torch.inference_mode():
+            logits = self.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+        return logits[:, self.answer_ids].float()
+
+    def _score(self, frames, instructions, infos):
+        import torch
+
+        scores = []
+        for start in range(0, len(frames), self.batch_size):
+            end = start + self.batch_size
+            logits = self.answer_logits(frames[start:end], instructions[start:end])
+            scores.append(torch.softmax(logits, dim=-1)[:, 0].cpu().numpy())
+        result = np.concatenate(scores).astype(np.float32)
+        self._calls += 1
+        if self.log_every and self._calls % self.log_every == 0:
+            logger.info("[PRM] call %d: scores %s", self._calls, np.array2string(result, precision=3, max_line_width=200))
+        return result
+
+    def close(self) -> None:
+        self.model = None
