@@ -8,9 +8,11 @@ fails without a display. :func:`configure_gl_backend` must therefore run before 
 
 from __future__ import annotations
 
+import atexit
 import ctypes.util
 import os
 import sys
+import weakref
 
 _HEADLESS_BACKENDS = {
     # backend: (shared library to look for, Debian packages that provide it)
@@ -72,12 +74,17 @@ class CameraRenderer:
     environment can be constructed, pickled into a worker, and only then render.
     """
 
+    _live: weakref.WeakSet = weakref.WeakSet()
+
     def __init__(self, model, height: int, width: int, camera: str):
+        CameraRenderer._live.add(self)
         self._model = model
         self._height = height
         self._width = width
         self._camera = camera
         self._renderer = None
+
+    _exit_hook_registered = False
 
     def _make(self):
         import mujoco
@@ -90,6 +97,9 @@ class CameraRenderer:
                 f"Could not create an offscreen MuJoCo renderer with MUJOCO_GL={backend}: {exc}. "
                 f"{_install_hint()} To try the other backend, set MUJOCO_GL=osmesa or MUJOCO_GL=egl."
             ) from exc
+        if not CameraRenderer._exit_hook_registered:  # after the first context made the display
+            atexit.register(_close_live_renderers)
+            CameraRenderer._exit_hook_registered = True
         return renderer
 
     def render(self, data, segmentation: bool = False):
@@ -118,3 +128,15 @@ class CameraRenderer:
                 self._renderer.close()
             finally:
                 self._renderer = None
+
+
+def _close_live_renderers() -> None:
+    """Free GL contexts of envs nobody closed while EGL/OSMesa still work (freeing them during
+    interpreter teardown prints EGL errors). Registered after mujoco's GL module, whose own
+    exit hook (registered when the first context is made) terminates the display, so that —
+    exit hooks run last-in first-out — it runs first."""
+    for renderer in list(CameraRenderer._live):
+        try:
+            renderer.close()
+        except Exception:
+            pass

@@ -93,7 +93,11 @@ class QwenProcessRM(ProcessRewardModel):
         adapter = f" with LoRA adapter {adapter_path}{' (merged)' if merge_adapter else ''}" if adapter_path else ""
         logger.info(
             "[PRM] Loaded %s from %s%s on %s in %.1f s",
-            type(self.model).__name__, model_path, adapter, self.device, time.perf_counter() - started,
+            type(self.model).__name__,
+            model_path,
+            adapter,
+            self.device,
+            time.perf_counter() - started,
         )
         logger.info("[PRM] After PRM init - %s", memory_report(self.device))
 
@@ -128,7 +132,9 @@ class QwenProcessRM(ProcessRewardModel):
         result = np.concatenate(scores).astype(np.float32)
         self._calls += 1
         if self.log_every and self._calls % self.log_every == 0:
-            logger.info("[PRM] call %d: scores %s", self._calls, np.array2string(result, precision=3, max_line_width=200))
+            logger.info(
+                "[PRM] call %d: scores %s", self._calls, np.array2string(result, precision=3, max_line_width=200)
+            )
         return result
 
     def close(self) -> None:

@@ -1,0 +1,110 @@
+"""``RewardWrapper``: a Gymnasium wrapper that adds the process reward to any env.
+
+It scores the frame observed *after* each action, returns ``r_env + weight * f(p)``, never
+touches ``terminated``/``truncated``, and puts ``env_reward``, ``prm_score`` and ``prm_reward``
+in ``info`` (success metrics must come from ``env_reward``/``info["success"]``, not from the
+shaped reward)::
+
+    env = RewardWrapper(gym.make("VLARL/PickPlace-v0", image_size=112), QwenProcessRM(path), weight=0.1)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gymnasium as gym
+import numpy as np
+
+from reward.base import ProcessRewardModel
+from reward.shaping import Shaping, ShapingState
+from vla_rl import keys
+
+logger = logging.getLogger("vla_rl.prm")
+
+
+def frame_of(observation, env: gym.Env) -> np.ndarray:
+    """The camera frame of an observation: ``obs["image"]``, else ``env.render()``."""
+    if isinstance(observation, dict) and keys.IMAGE in observation:
+        return observation[keys.IMAGE]
+    frame = env.render()
+    if frame is None:
+        raise ValueError(
+            "the env has no image observation and render() returned None; make it with "
+            "render_mode='rgb_array' (or wrap it with envs.wrappers.AddInstruction)."
+        )
+    return frame
+
+
+def instruction_of(info: dict, env: gym.Env) -> str:
+    """The language instruction: ``info["instruction"]``, else ``env.unwrapped.instruction``."""
+    text = info.get(keys.INSTRUCTION) or getattr(env.unwrapped, "instruction", None)
+    if not text:
+        raise ValueError(
+            "the env gives no instruction (info['instruction'] or env.unwrapped.instruction); "
+            "wrap it with envs.wrappers.AddInstruction(env, instruction=...)."
+        )
+    return str(text)
+
+
+class RewardWrapper(gym.Wrapper):
+    """Adds ``weight * f(PRM score)`` to the env reward (modes: see ``reward.shaping``).
+
+    Args:
+        env: any env whose observation has an ``"image"`` (or that renders ``rgb_array``)
+            and that provides an instruction.
+        prm: a :class:`~reward.base.ProcessRewardModel`.
+        weight: ``--prm_reward_weight``, finite and >= 0.
+        mode: ``"binary"`` (default), ``"prob"`` or ``"potential"``.
+        threshold: score threshold of the binary mode.
+        gamma: discount of the potential mode.
+        score_every: score every N-th step (and the last step of an episode); steps between
+            reuse the last score.
+        log_every: log scores and weighted PRM rewards every N steps (0: never).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        prm: ProcessRewardModel,
+        weight: float = 0.1,
+        mode: str = "binary",
+        threshold: float = 0.5,
+        gamma: float = 0.99,
+        score_every: int = 1,
+        log_every: int = 0,
+    ):
+        super().__init__(env)
+        if not isinstance(prm, ProcessRewardModel):
+            raise TypeError(f"prm must be a ProcessRewardModel, got {type(prm).__name__}.")
+        self.prm = prm
+        self.shaping = Shaping(weight, mode, threshold, gamma, score_every)
+        self.state = ShapingState(self.shaping, 1)
+        self.log_every = log_every
+        self._steps = 0
+
+    def _resolve(self, observation, info: dict, active: bool, terminated=False, truncated=False):
+        record = self.state.record(
+            lambda _: frame_of(observation, self.env),
+            [instruction_of(info, self.env)],
+            [info],
+            active=[active],
+            begin=[not active],
+            terminated=[terminated],
+            truncated=[truncated],
+        )
+        ((score, reward),) = self.state.resolve([record], self.prm)
+        return float(score[0]), float(reward[0])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._resolve(observation, info, active=False)
+        return observation, info
+
+    def step(self, action):
+        observation, env_reward, terminated, truncated, info = self.env.step(action)
+        score, prm_reward = self._resolve(observation, info, True, terminated, truncated)
+        info = {**info, keys.ENV_REWARD: float(env_reward), keys.PRM_SCORE: score, keys.PRM_REWARD: prm_reward}
+        self._steps += 1
+        if self.log_every and self._steps % self.log_every == 0:
+            logger.info("[PRM] step %d: score %.3f, weighted PRM reward %.4f", self._steps, score, prm_reward)
+        return observation, float(env_reward) + prm_reward, terminated, truncated, info
