@@ -145,7 +145,7 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
             raise RuntimeError("flush() is for deferred=True; per-step mode adds the PRM reward in step().")
         pending, self.pending = self.pending, []
         results = self.state.resolve([record for _, record in pending], self.prm)
-        steps = [result for (from_reset, _), result in zip(pending, results) if not from_reset]
+        steps = [result for (from_reset, _), result in zip(pending, results, strict=True) if not from_reset]
         if not steps:
             return {
                 keys.PRM_SCORE: np.zeros((0, self.num_envs), np.float32),
