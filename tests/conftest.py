@@ -25,3 +25,11 @@ def make_env():
     yield _make
     for env in made:
         env.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> str:
+    """A tiny Qwen2-VL checkpoint built locally once per test session (no download)."""
+    from vla_rl.qwen.build import build_checkpoint
+
+    return build_checkpoint(str(tmp_path_factory.mktemp("models") / "qwen2vl-tiny"), preset="tiny", seed=0)
