@@ -108,8 +108,9 @@ def compose_frames(frames: np.ndarray, steps: list[dict], instruction: str, thre
     return out
 
 
-def write_episode_video(path: str, frames: np.ndarray, steps: list[dict], instruction: str, fps: int = 10,
-                        threshold: float = 0.5) -> str:
+def write_episode_video(
+    path: str, frames: np.ndarray, steps: list[dict], instruction: str, fps: int = 10, threshold: float = 0.5
+) -> str:
     """Compose and write one annotated episode to ``path`` (.mp4), atomically."""
     import imageio.v2 as imageio
 
@@ -142,8 +143,9 @@ class VideoSaver:
         threshold: the PRM threshold drawn in the score strip.
     """
 
-    def __init__(self, folder: str, every: int = 1, max_videos: int | None = None, fps: int = 10,
-                 threshold: float = 0.5):
+    def __init__(
+        self, folder: str, every: int = 1, max_videos: int | None = None, fps: int = 10, threshold: float = 0.5
+    ):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}.")
         if max_videos is not None and max_videos < 0:
@@ -229,8 +231,15 @@ class RecordAnnotatedVideo(gym.Wrapper):
     Place it outside ``RewardWrapper`` so that the PRM entries of ``info`` are available.
     """
 
-    def __init__(self, env: gym.Env, folder: str, every: int = 1, max_videos: int | None = None, fps: int = 10,
-                 threshold: float = 0.5):
+    def __init__(
+        self,
+        env: gym.Env,
+        folder: str,
+        every: int = 1,
+        max_videos: int | None = None,
+        fps: int = 10,
+        threshold: float = 0.5,
+    ):
         super().__init__(env)
         self.saver = VideoSaver(folder, every, max_videos, fps, threshold)
         self._episode: _Episode | None = None
@@ -270,8 +279,15 @@ class RecordAnnotatedVideo(gym.Wrapper):
 class VectorRecordAnnotatedVideo(gym.vector.VectorWrapper):
     """Saves chosen episodes of every sub-env of a vector env (next-step autoreset)."""
 
-    def __init__(self, env: gym.vector.VectorEnv, folder: str, every: int = 1, max_videos: int | None = None,
-                 fps: int = 10, threshold: float = 0.5):
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        folder: str,
+        every: int = 1,
+        max_videos: int | None = None,
+        fps: int = 10,
+        threshold: float = 0.5,
+    ):
         super().__init__(env)
         self.saver = VideoSaver(folder, every, max_videos, fps, threshold)
         self._episodes: list[_Episode | None] = [None] * self.num_envs
@@ -279,8 +295,9 @@ class VectorRecordAnnotatedVideo(gym.vector.VectorWrapper):
 
     @staticmethod
     def _info(infos: dict, i: int) -> dict:
-        return {k: v[i] for k, v in infos.items()
-                if not k.startswith("_") and infos.get(f"_{k}", np.ones(len(v), bool))[i]}
+        return {
+            k: v[i] for k, v in infos.items() if not k.startswith("_") and infos.get(f"_{k}", np.ones(len(v), bool))[i]
+        }
 
     def _begin(self, i: int, observations, infos) -> None:
         info = self._info(infos, i)

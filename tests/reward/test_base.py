@@ -44,7 +44,11 @@ def test_dummy_scores_zero_with_the_common_shape_and_says_so(caplog):
 
 
 def test_oracle_reads_success_or_progress():
-    infos = [{"success": False, "progress": 0.25}, {"success": True, "progress": 1.0}, {"success": False, "progress": 0.9}]
+    infos = [
+        {"success": False, "progress": 0.25},
+        {"success": True, "progress": 1.0},
+        {"success": False, "progress": 0.9},
+    ]
     np.testing.assert_array_equal(OracleRM("success").score(FRAMES, TEXTS, infos), [0, 1, 0])
     np.testing.assert_allclose(OracleRM("progress").score(FRAMES, TEXTS, infos), [0.25, 1.0, 0.9])
     with pytest.raises(ValueError, match="infos"):

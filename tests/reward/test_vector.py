@@ -22,7 +22,10 @@ def _actions(steps, num_envs):
 def _vector_rewards(mode, actions, prm_factory, deferred=False):
     vec = VectorRewardWrapper(
         envs.make_vector_env("reach", actions.shape[1], asynchronous=False, image_size=16),
-        prm_factory(), weight=0.5, mode=mode, deferred=deferred,
+        prm_factory(),
+        weight=0.5,
+        mode=mode,
+        deferred=deferred,
     )
     vec.reset(seed=10)
     rewards, infos = [], []
@@ -98,8 +101,9 @@ def test_deferred_rewards_are_bit_identical_to_per_step(mode):
 
 def test_deferred_scores_a_whole_rollout_in_one_call():
     prm = PixelRM()
-    vec = VectorRewardWrapper(envs.make_vector_env("push", 2, asynchronous=False, image_size=16), prm,
-                              mode="prob", deferred=True)
+    vec = VectorRewardWrapper(
+        envs.make_vector_env("push", 2, asynchronous=False, image_size=16), prm, mode="prob", deferred=True
+    )
     vec.reset(seed=0)
     for _ in range(8):
         vec.step(np.zeros((2, 7), np.float32))

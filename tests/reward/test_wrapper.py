@@ -85,8 +85,13 @@ def test_bad_weight_is_rejected(weight):
 
 @pytest.mark.parametrize(
     "kwargs, error",
-    [({"mode": "sparse"}, ValueError), ({"threshold": 2.0}, ValueError), ({"gamma": -1.0}, ValueError),
-     ({"score_every": 0}, ValueError), ({"weight": "0.1"}, TypeError)],
+    [
+        ({"mode": "sparse"}, ValueError),
+        ({"threshold": 2.0}, ValueError),
+        ({"gamma": -1.0}, ValueError),
+        ({"score_every": 0}, ValueError),
+        ({"weight": "0.1"}, TypeError),
+    ],
 )
 def test_bad_shaping_arguments(kwargs, error):
     with pytest.raises(error):
