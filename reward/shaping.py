@@ -9,9 +9,9 @@
   is 0, which keeps the shaping policy-invariant (Ng et al., 1999). Truncation is not
   terminal: the frame's score is used.
 
-:class:`ShapingState` holds the per-env state (previous score, held score, step counter) and is
-the single implementation behind the single-env, vector and deferred paths, so that they
-produce the same rewards from the same scores.
+:class:`ShapingState` holds the per-env state (previous score, held score, step counter) of
+the vector and deferred paths, so that they produce the same rewards from the same scores; the
+single-env wrapper keeps the same state in Python scalars (tests check all three agree).
 """
 
 from __future__ import annotations
@@ -48,8 +48,15 @@ class Shaping:
         if isinstance(self.score_every, bool) or not isinstance(self.score_every, int) or self.score_every < 1:
             raise ValueError(f"score_every must be an integer >= 1, got {self.score_every!r}.")
 
-    def term(self, score: np.ndarray, previous: np.ndarray, terminated: np.ndarray) -> np.ndarray:
-        """``f`` for arrays of scores (after the action), previous scores and terminal flags."""
+    def term(self, score, previous, terminated):
+        """``f`` for scores after the action, previous scores and terminal flags: arrays, or
+        Python scalars (then a float, for the single-env wrapper's fast path)."""
+        if np.ndim(score) == 0:
+            if self.mode == "binary":
+                return 1.0 if score >= self.threshold else 0.0
+            if self.mode == "prob":
+                return float(score)
+            return self.gamma * (0.0 if terminated else float(score)) - float(previous)
         score = np.asarray(score, np.float64)
         if self.mode == "binary":
             return (score >= self.threshold).astype(np.float64)

@@ -79,7 +79,39 @@ def load_model(path: str, flag: str, device: str = "auto", dtype: str = "auto"):
     device = pick_device(device)
     model_class = getattr(transformers, FAMILY[config["model_type"]])
     model = model_class.from_pretrained(path, dtype=pick_dtype(device, dtype))
+    if device == "cpu":
+        linear_patch_embed(model)
     return model.to(device).eval()
+
+
+def _linear_patch_forward(self, hidden_states):
+    import torch.nn.functional as F
+
+    weight = self.proj.weight
+    flat = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
+    return F.linear(flat, weight.reshape(weight.shape[0], -1))
+
+
+def linear_patch_embed(model) -> int:
+    """Compute the vision patch embedding (a Conv3d whose stride equals its kernel, over inputs
+    that are exactly one kernel each) as the equivalent matrix product: the same result, about
+    5x faster on CPU, where conv3d has no fast path. Returns how many modules were switched."""
+    import types
+
+    import torch
+
+    switched = 0
+    for module in model.modules():
+        proj = getattr(module, "proj", None)
+        if (
+            isinstance(proj, torch.nn.Conv3d)
+            and tuple(proj.stride) == tuple(proj.kernel_size)
+            and proj.bias is None
+            and hasattr(module, "patch_size")
+        ):
+            module.forward = types.MethodType(_linear_patch_forward, module)
+            switched += 1
+    return switched
 
 
 def check_adapter(model, adapter_path: str, flag: str) -> None:
