@@ -170,7 +170,7 @@ def main() -> None:
     )
     overhead = wrapped / bare - 1
     print(
-        f"RewardWrapper(DummyRM) on VLARL/Reach-v0 (128 px): bare step {1e3 * bare:.3f} ms, wrapped "
+        f"RewardWrapper(DummyRM) on VLARL/Reach-v0 (128 px), median step: bare {1e3 * bare:.3f} ms, wrapped "
         f"{1e3 * wrapped:.3f} ms -> overhead {100 * overhead:.1f} %"
     )
     print(f"peak resident memory: {peak_gb:.2f} GB")
