@@ -30,8 +30,10 @@ def test_five_lines_on_pusher(tiny_qwen, tmp_path):
     from envs.wrappers import AddInstruction
     from reward import QwenProcessRM, RewardWrapper
 
-    env = AddInstruction(gym.make("Pusher-v5", render_mode="rgb_array", width=112, height=112),
-                         "push the white cylinder onto the red target")
+    env = AddInstruction(
+        gym.make("Pusher-v5", render_mode="rgb_array", width=112, height=112),
+        "push the white cylinder onto the red target",
+    )
     env = RewardWrapper(env, QwenProcessRM(tiny_qwen), weight=0.1, mode="prob")
     env.reset(seed=0)
     _, reward, _, _, info = env.step(env.action_space.sample())
@@ -40,6 +42,7 @@ def test_five_lines_on_pusher(tiny_qwen, tmp_path):
 
 
 def test_import_reward_is_cheap():
-    code = "import sys, reward; print(sorted(m for m in ('torch', 'transformers', 'cv2', 'mujoco') if m in sys.modules))"
+    heavy = "('torch', 'transformers', 'cv2', 'mujoco')"
+    code = f"import sys, reward; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
