@@ -71,6 +71,18 @@ def quat_from_euler_world(roll: float, pitch: float, yaw: float) -> np.ndarray:
     return quat
 
 
+def validate_action(action) -> np.ndarray:
+    """A 7-D action as float64 clipped to [-1, 1]; wrong shapes and NaN/inf raise ValueError."""
+    array = np.asarray(action, dtype=np.float64)
+    if array.shape != (7,):
+        raise ValueError(
+            f"action must have shape (7,) = [dx, dy, dz, droll, dpitch, dyaw, gripper], got {array.shape}."
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"action contains NaN or inf: {array.tolist()}.")
+    return np.clip(array, -1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class SceneIds:
     """Cached MuJoCo ids used every step."""
@@ -197,7 +209,7 @@ class ManipulationEnv(gym.Env):
         """Hook for tasks that record initial distances after the scene is placed."""
 
     def step(self, action):
-        action = self._validate_action(action)
+        action = validate_action(action)
         m, d = self.model, self.data
         self._target_pos = np.clip(self._target_pos + action[:3] * POS_STEP, WORKSPACE_LOW, WORKSPACE_HIGH)
         tcp = d.site_xpos[self.ids.tcp]
@@ -228,16 +240,6 @@ class ManipulationEnv(gym.Env):
         super().close()
 
     # ---------------------------------------------------------------- internals
-    def _validate_action(self, action) -> np.ndarray:
-        array = np.asarray(action, dtype=np.float64)
-        if array.shape != (7,):
-            raise ValueError(
-                f"action must have shape (7,) = [dx, dy, dz, droll, dpitch, dyaw, gripper], got {array.shape}."
-            )
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"action contains NaN or inf: {array.tolist()}.")
-        return np.clip(array, -1.0, 1.0)
-
     def _write_targets(self, gripper: float) -> None:
         quat = quat_from_euler_world(*self._target_rpy)
         rot = np.empty(9)

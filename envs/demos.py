@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from vla_rl.atomic import atomic_directory
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -171,14 +172,9 @@ def record(
         raise ValueError(f"--image-size must be in 16..256, got {image_size}.")
     if not (np.isfinite(action_noise) and action_noise >= 0):
         raise ValueError(f"--action-noise must be a finite value >= 0, got {action_noise}.")
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it.")
-    tmp = f"{out.rstrip(os.sep)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     records: list[dict] = []
     started = time.time()
-    try:
+    with atomic_directory(out, overwrite) as tmp:
         bar = tqdm(total=episodes * len(env_ids), desc="recording demos", unit="ep", disable=not progress_bar)
         for env_id in env_ids:
             env = gym.make(env_id, image_size=image_size)
@@ -221,24 +217,7 @@ def record(
         }
         with open(os.path.join(tmp, META_FILE), "w") as f:
             json.dump(meta, f, indent=1)
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
-
-
-def _move_into_place(tmp: str, out: str) -> None:
-    """Replace ``out`` by ``tmp``; an existing ``out`` is removed only after the swap."""
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    if os.path.exists(out):
-        old = f"{out.rstrip(os.sep)}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.error import DependencyNotInstalled
 
+from envs.base import validate_action
 from envs.rendering import configure_gl_backend
 from envs.scene import approach
 from vla_rl import keys
@@ -138,14 +139,8 @@ class MetaWorldEnv(gym.Env):
         return observation, info
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (7,):
-            raise ValueError(
-                f"action must have shape (7,) = [dx, dy, dz, droll, dpitch, dyaw, gripper], got {action.shape}."
-            )
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action.tolist()}.")
-        native = np.clip(np.concatenate([action[:3], action[6:]]), -1.0, 1.0)
+        action = validate_action(action)
+        native = np.concatenate([action[:3], action[6:]]).astype(np.float32)
         raw, _, _, truncated, raw_info = self._env.step(native)
         success = bool(raw_info.get("success", 0.0) > 0.5)
         info = {

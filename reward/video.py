@@ -166,6 +166,14 @@ class VideoSaver:
         under_limit = self.max_videos is None or len(self.saved) < self.max_videos
         return under_limit and index % self.every == 0
 
+    def finish(self, episode: _Episode, task: str, success: bool) -> None:
+        """An episode ended: queue it if it is chosen. Never raises (videos must not stop training)."""
+        try:
+            if self.wants():
+                self.submit(episode.frames, episode.steps, episode.instruction, task, success)
+        except Exception as error:
+            logger.warning("could not queue a video: %s: %s", type(error).__name__, error)
+
     def submit(self, frames: list, steps: list[dict], instruction: str, task: str, success: bool) -> str:
         path = os.path.join(self.folder, video_name(self.episodes - 1, task, success))
         self.saved.append(path)
@@ -265,11 +273,7 @@ class RecordAnnotatedVideo(gym.Wrapper):
 
     def _finish(self, success: bool) -> None:
         episode, self._episode = self._episode, None
-        try:
-            if self.saver.wants():
-                self.saver.submit(episode.frames, episode.steps, episode.instruction, _task_name(self.env), success)
-        except Exception as error:  # a video must never stop training
-            logger.warning("could not queue a video: %s: %s", type(error).__name__, error)
+        self.saver.finish(episode, _task_name(self.env), success)
 
     def close(self):
         self.saver.close()
@@ -320,12 +324,7 @@ class VectorRecordAnnotatedVideo(gym.vector.VectorWrapper):
             episode.add(observations[keys.IMAGE][i], info, actions[i], rewards[i])
             if terminated[i] or truncated[i]:
                 self._episodes[i] = None
-                try:
-                    if self.saver.wants():
-                        success = bool(info.get(keys.SUCCESS, terminated[i]))
-                        self.saver.submit(episode.frames, episode.steps, episode.instruction, self._task, success)
-                except Exception as error:
-                    logger.warning("could not queue a video: %s: %s", type(error).__name__, error)
+                self.saver.finish(episode, self._task, bool(info.get(keys.SUCCESS, terminated[i])))
         return observations, rewards, terminated, truncated, infos
 
     def close(self, **kwargs):

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 
 from envs.scene import COLOUR_NAMES
+from vla_rl.atomic import atomic_directory
 
 NUM_RESERVED_TOKENS = 256  # trailing vocabulary ids no text maps to (action bins)
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -237,15 +237,13 @@ def build_checkpoint(out: str, preset: str = "tiny", seed: int = 0, overwrite: b
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it.")
+    if os.path.exists(out) and not overwrite:  # checked before the (slow) model build
+        raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it.")
     tokenizer = build_tokenizer()
     config_dict = build_config(preset, tokenizer)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**config_dict)).eval()
-    tmp = f"{out.rstrip(os.sep)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_directory(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         GenerationConfig(
             bos_token_id=config_dict["bos_token_id"],
@@ -257,13 +255,6 @@ def build_checkpoint(out: str, preset: str = "tiny", seed: int = 0, overwrite: b
             json.dump({"chat_template": CHAT_TEMPLATE}, f, indent=2)
         with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
             json.dump(preprocessor_config(), f, indent=2)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
