@@ -140,3 +140,17 @@ def test_bad_prompt_and_answer_tokens(tiny_qwen):
         QwenProcessRM(tiny_qwen, answer_tokens=("completely finished", "No"))
     with pytest.raises(ValueError, match="answer_tokens"):
         QwenProcessRM(tiny_qwen, answer_tokens="maybe")
+
+
+def test_flat_v4_style_config_like_the_public_checkpoint(tiny_qwen, tmp_path, prm):
+    """The public config.json is flat (text settings at the top, rope_scaling type mrope)."""
+    from transformers import AutoTokenizer
+
+    from vla_rl.qwen.build import build_config
+
+    copy = tmp_path / "flat-config"
+    shutil.copytree(tiny_qwen, copy)
+    flat = build_config("tiny", AutoTokenizer.from_pretrained(tiny_qwen))
+    assert "text_config" not in flat and flat["rope_scaling"]["type"] == "mrope"
+    (copy / "config.json").write_text(json.dumps(flat))
+    np.testing.assert_allclose(QwenProcessRM(str(copy)).score(FRAMES, TEXTS), prm.score(FRAMES, TEXTS), atol=1e-6)
