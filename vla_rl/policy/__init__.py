@@ -1,0 +1,1 @@
+"""The VLA policy: action tokenizer (OpenVLA convention), model wrapper, value head."""

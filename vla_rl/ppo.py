@@ -1,0 +1,108 @@
+"""PPO arithmetic: generalised advantage estimation and the clipped losses.
+
+Kept free of models and environments so that it can be checked against hand-computed cases.
+``terminated`` and ``truncated`` stay apart: a terminated step has no future value, a
+truncated one is bootstrapped from the value of the observation where it was cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    gamma: float = 0.99,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns, all ``(T, N)``.
+
+    Args:
+        rewards: reward of step t.
+        values: V(s_t).
+        next_values: V(s_{t+1}) for the observation that step t produced — for a truncated
+            step, the observation at which the episode was cut (with next-step autoreset this
+            is the observation returned by that very step).
+        terminated, truncated: episode ends at step t (bool).
+        valid: False for steps that are not transitions (the autoreset steps of vector envs);
+            they get zero advantage and do not link the steps around them.
+    """
+    terminated, truncated = terminated.bool(), truncated.bool()
+    valid = torch.ones_like(terminated) if valid is None else valid.bool()
+    bootstrap = next_values * (~terminated).to(values.dtype)
+    deltas = (rewards + gamma * bootstrap - values) * valid.to(values.dtype)
+    continues = (~(terminated | truncated) & valid).to(values.dtype)
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[0])
+    for t in reversed(range(len(rewards))):
+        running = deltas[t] + gamma * lam * continues[t] * running
+        advantages[t] = running * valid[t].to(values.dtype)
+    return advantages, advantages + values
+
+
+@dataclass
+class LossTerms:
+    loss: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clipfrac: torch.Tensor
+    ratio_mean: torch.Tensor
+
+
+def _mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def ppo_loss(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    clip_coef: float = 0.2,
+    value_clip: float | None = 0.2,
+    value_coef: float = 0.5,
+    entropy_coef: float = 0.0,
+) -> LossTerms:
+    """The clipped surrogate, the (optionally clipped) value loss and the entropy bonus.
+
+    All inputs are 1-D over samples; ``old_logprobs`` come from the rollout, so the ratio is
+    not 1 by construction when the policy has moved. ``mask`` excludes padding samples."""
+    log_ratio = new_logprobs - old_logprobs
+    ratio = log_ratio.exp()
+    surrogate = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef))
+    policy_loss = _mean(surrogate, mask)
+    unclipped = (new_values - returns) ** 2
+    if value_clip is not None:
+        clipped_values = old_values + (new_values - old_values).clamp(-value_clip, value_clip)
+        unclipped = torch.max(unclipped, (clipped_values - returns) ** 2)
+    value_loss = 0.5 * _mean(unclipped, mask)
+    entropy_mean = _mean(entropy, mask) if entropy is not None else torch.zeros((), dtype=ratio.dtype)
+    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy_mean
+    with torch.no_grad():
+        approx_kl = _mean((ratio - 1) - log_ratio, mask)
+        clipfrac = _mean(((ratio - 1).abs() > clip_coef).to(ratio.dtype), mask)
+        ratio_mean = _mean(ratio, mask)
+    return LossTerms(loss, policy_loss, value_loss, entropy_mean, approx_kl, clipfrac, ratio_mean)
+
+
+def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8):
+    """Zero mean, unit variance over the (masked) samples."""
+    mean = _mean(advantages, mask)
+    std = _mean((advantages - mean) ** 2, mask).sqrt()
+    return (advantages - mean) / (std + eps)
