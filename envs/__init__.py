@@ -62,3 +62,13 @@ def make_vector_env(task: str, num_envs: int, asynchronous: bool = True, context
             task_id(task), num_envs, vectorization_mode="async", vector_kwargs={"context": context}, **env_kwargs
         )
     return gym.make_vec(task_id(task), num_envs, vectorization_mode="sync", **env_kwargs)
+
+
+def sub_env_info(infos: dict, index: int) -> dict:
+    """The info dict of sub-env ``index`` from a Gymnasium vector env's batched infos
+    (arrays per key, with ``_key`` masks for keys that only some sub-envs reported)."""
+    return {
+        key: value[index]
+        for key, value in infos.items()
+        if not key.startswith("_") and (f"_{key}" not in infos or infos[f"_{key}"][index])
+    }

@@ -65,6 +65,13 @@ class ProcessRewardModel:
         """Release resources (models, servers)."""
 
 
+def require_prm(prm) -> ProcessRewardModel:
+    """``prm`` itself, or a TypeError if it does not follow the contract."""
+    if not isinstance(prm, ProcessRewardModel):
+        raise TypeError(f"prm must be a ProcessRewardModel, got {type(prm).__name__}.")
+    return prm
+
+
 class DummyRM(ProcessRewardModel):
     """Scores every frame 0: the PRM term vanishes. Used when no PRM model is configured."""
 

@@ -18,7 +18,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from reward.base import ProcessRewardModel
+from envs import sub_env_info
+from reward.base import ProcessRewardModel, require_prm
 from reward.shaping import Shaping, ShapingState
 from vla_rl import keys
 
@@ -48,12 +49,10 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
         deferred: bool = False,
     ):
         super().__init__(env)
-        if not isinstance(prm, ProcessRewardModel):
-            raise TypeError(f"prm must be a ProcessRewardModel, got {type(prm).__name__}.")
         autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if autoreset not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(f"VectorRewardWrapper supports next-step or disabled autoreset, not {autoreset}.")
-        self.prm = prm
+        self.prm = require_prm(prm)
         self.shaping = Shaping(weight, mode, threshold, gamma, score_every)
         self.state = ShapingState(self.shaping, self.num_envs)
         self.deferred = deferred
@@ -67,22 +66,11 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
             return list(infos[keys.INSTRUCTION])
         return list(self.env.get_attr("instruction"))
 
-    @staticmethod
-    def _info_getter(infos: dict):
-        def one(i: int) -> dict:
-            return {
-                k: v[i]
-                for k, v in infos.items()
-                if not k.startswith("_") and infos.get(f"_{k}", np.ones(len(v), bool))[i]
-            }
-
-        return one
-
     def _record(self, observations, infos, active, begin, terminated, truncated):
         return self.state.record(
             observations[keys.IMAGE],
             self._instructions(infos),
-            self._info_getter(infos),
+            lambda i: sub_env_info(infos, i),
             active=active,
             begin=begin,
             terminated=terminated,

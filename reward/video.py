@@ -22,6 +22,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from envs import sub_env_info
 from vla_rl import keys
 
 logger = logging.getLogger("vla_rl.video")
@@ -297,14 +298,8 @@ class VectorRecordAnnotatedVideo(gym.vector.VectorWrapper):
         self._episodes: list[_Episode | None] = [None] * self.num_envs
         self._task = _task_name(env)
 
-    @staticmethod
-    def _info(infos: dict, i: int) -> dict:
-        return {
-            k: v[i] for k, v in infos.items() if not k.startswith("_") and infos.get(f"_{k}", np.ones(len(v), bool))[i]
-        }
-
     def _begin(self, i: int, observations, infos) -> None:
-        info = self._info(infos, i)
+        info = sub_env_info(infos, i)
         self._episodes[i] = _Episode(observations[keys.IMAGE][i], info, str(info.get(keys.INSTRUCTION, "")))
 
     def reset(self, **kwargs):
@@ -320,7 +315,7 @@ class VectorRecordAnnotatedVideo(gym.vector.VectorWrapper):
             if episode is None:  # this step reset sub-env i (next-step autoreset)
                 self._begin(i, observations, infos)
                 continue
-            info = self._info(infos, i)
+            info = sub_env_info(infos, i)
             episode.add(observations[keys.IMAGE][i], info, actions[i], rewards[i])
             if terminated[i] or truncated[i]:
                 self._episodes[i] = None

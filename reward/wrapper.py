@@ -15,7 +15,7 @@ import logging
 import gymnasium as gym
 import numpy as np
 
-from reward.base import ProcessRewardModel
+from reward.base import ProcessRewardModel, require_prm
 from reward.shaping import Shaping
 from vla_rl import keys
 
@@ -74,9 +74,7 @@ class RewardWrapper(gym.Wrapper):
         log_every: int = 0,
     ):
         super().__init__(env)
-        if not isinstance(prm, ProcessRewardModel):
-            raise TypeError(f"prm must be a ProcessRewardModel, got {type(prm).__name__}.")
-        self.prm = prm
+        self.prm = require_prm(prm)
         self.shaping = Shaping(weight, mode, threshold, gamma, score_every)
         self.log_every = log_every
         self._steps = 0

@@ -34,9 +34,8 @@ def read_checkpoint_config(path: str, flag: str) -> dict:
             f"{flag}={path!r} is a {model_type!r} checkpoint, not a Qwen2-VL-family one "
             f"(model_type must be one of {sorted(FAMILY)})."
         )
-    for needed in ("preprocessor_config.json",):
-        if not os.path.isfile(os.path.join(path, needed)):
-            raise ValueError(f"{flag}={path!r} lacks {needed}: it is not a complete Qwen2-VL checkpoint.")
+    if not os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+        raise ValueError(f"{flag}={path!r} lacks preprocessor_config.json: it is not a complete Qwen2-VL checkpoint.")
     if not any(os.path.isfile(os.path.join(path, n)) for n in ("tokenizer.json", "vocab.json")):
         raise ValueError(f"{flag}={path!r} has no tokenizer (tokenizer.json or vocab.json).")
     return config
