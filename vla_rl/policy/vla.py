@@ -5,6 +5,10 @@ The prompt is the chat template with the frame and ``What action should the robo
 ids (the last ids of the vocabulary). The policy's distribution over a token is the softmax of
 the action-id logits divided by the temperature; an action's log-probability is the sum over
 its tokens. A linear value head on the hidden state of the last prompt position is the critic.
+
+Optionally the policy also reads the proprioceptive state: each state dimension is normalised
+with the dataset's q01/q99 and written as one bin token (the same 256 ids as the actions) after
+the prompt, so the answer follows ``state_dim`` state tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_rl.policy.action_tokenizer import NUM_BINS, ActionTokenizer
+from vla_rl.policy.action_tokenizer import NUM_BINS, ActionStats, ActionTokenizer
 
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
 
@@ -39,6 +43,8 @@ class VLAPolicy(nn.Module):
         action_tokenizer: maps actions to the last 256 vocabulary ids and back.
         prompt_template: the user text; must contain ``{instruction}``.
         max_batch: frames per forward pass (``--local_rollout_forward_batch_size``).
+        state_stats: q01/q99 of the proprioceptive state; when given, the policy reads the
+            state as bin tokens after the prompt and every call needs ``states``.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class VLAPolicy(nn.Module):
         action_tokenizer: ActionTokenizer,
         prompt_template: str = DEFAULT_PROMPT,
         max_batch: int = 16,
+        state_stats: ActionStats | None = None,
     ):
         super().__init__()
         if "{instruction}" not in prompt_template:
@@ -64,6 +71,9 @@ class VLAPolicy(nn.Module):
         self.action_tokenizer = action_tokenizer
         self.prompt_template = prompt_template
         self.max_batch = max_batch
+        self.state_stats = state_stats
+        self.value_trunk_grad = True  # False: the value loss trains the value head only
+        self.image_size: int | None = None  # the frame size the policy was trained at, if known
         hidden = model.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden, 1)
         nn.init.zeros_(self.value_head.weight)
@@ -74,9 +84,20 @@ class VLAPolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _inputs(self, frames: np.ndarray, instructions: list[str]) -> dict:
+    def state_token_ids(self, states: np.ndarray) -> torch.Tensor:
+        """Bin token ids ``(B, state_dim)`` of raw proprioceptive states."""
+        normalized = self.state_stats.normalize(np.asarray(states, np.float64))
+        return torch.from_numpy(self.action_tokenizer.bins(normalized) + self.action_tokenizer.first_id)
+
+    def _inputs(self, frames: np.ndarray, instructions: list[str], states: np.ndarray | None = None) -> dict:
+        if len(frames) != len(instructions):
+            raise ValueError(f"got {len(frames)} frames but {len(instructions)} instructions.")
         prompts = [self.prompt_template.format(instruction=text) for text in instructions]
         inputs = self.processor(frames, prompts)
+        if self.state_stats is not None:
+            if states is None or len(states) != len(frames):
+                raise ValueError("this policy reads the proprioceptive state: pass one state per frame.")
+            inputs = _append_tokens(inputs, self.state_token_ids(states))
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
@@ -86,23 +107,37 @@ class VLAPolicy(nn.Module):
         return logits[..., first : first + NUM_BINS].float() / temperature
 
     @torch.no_grad()
-    def act(self, frames: np.ndarray, instructions: list[str], temperature: float = 1.0, greedy: bool = False) -> dict:
+    def act(
+        self,
+        frames: np.ndarray,
+        instructions: list[str],
+        states: np.ndarray | None = None,
+        temperature: float = 1.0,
+        greedy: bool = False,
+    ) -> dict:
         """Sample actions for a batch of frames.
 
         Returns ``actions (B, D) float64`` (un-normalised), ``token_ids (B, D) long``,
         ``logprobs (B,)`` (sum over the action's tokens, at ``temperature``) and ``values (B,)``."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
+        step = self.max_batch
         outputs = [
-            self._act_chunk(frames[i : i + self.max_batch], instructions[i : i + self.max_batch], temperature, greedy)
-            for i in range(0, len(frames), self.max_batch)
+            self._act_chunk(
+                frames[i : i + step],
+                instructions[i : i + step],
+                None if states is None else states[i : i + step],
+                temperature,
+                greedy,
+            )
+            for i in range(0, len(frames), step)
         ]
         merged = {k: torch.cat([o[k] for o in outputs]) for k in ("token_ids", "logprobs", "values")}
         merged["actions"] = self.action_tokenizer.decode(merged["token_ids"].cpu().numpy())
         return merged
 
-    def _act_chunk(self, frames, instructions, temperature, greedy) -> dict:
-        inputs = self._inputs(frames, instructions)
+    def _act_chunk(self, frames, instructions, states, temperature, greedy) -> dict:
+        inputs = self._inputs(frames, instructions, states)
         dim = self.action_tokenizer.action_dim
         out = self.model.generate(
             **inputs,
@@ -126,24 +161,64 @@ class VLAPolicy(nn.Module):
         values = self.value_head(prompt_hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return {"token_ids": token_ids, "logprobs": logprobs.squeeze(-1).sum(-1), "values": values.float()}
 
+    def forward_actions(
+        self, frames: np.ndarray, instructions: list[str], token_ids: torch.Tensor, states: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced action-bin logits ``(B, D, 256)`` (temperature 1) and ``values (B,)``,
+        with gradients: the forward pass of both behaviour cloning and PPO."""
+        inputs = self._inputs(frames, instructions, states)
+        token_ids = token_ids.to(self.device)
+        dim = token_ids.shape[1]
+        prompt_length = inputs["input_ids"].shape[1]
+        inputs = _append_tokens(inputs, token_ids)
+        out = self.model(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=dim + 1)
+        logits = self._action_logits(out.logits[:, :dim], 1.0)  # positions predicting each token
+        prompt_hidden = out.hidden_states[-1][:, prompt_length - 1, :]
+        if not self.value_trunk_grad:
+            prompt_hidden = prompt_hidden.detach()
+        values = self.value_head(prompt_hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return logits, values.float()
+
+    @torch.no_grad()
+    def values_of(self, frames: np.ndarray, instructions: list[str], states: np.ndarray | None = None) -> torch.Tensor:
+        """``values (B,)`` of observations (a prompt-only forward, no generation)."""
+        values = []
+        for i in range(0, len(frames), self.max_batch):
+            inputs = self._inputs(
+                frames[i : i + self.max_batch],
+                instructions[i : i + self.max_batch],
+                None if states is None else states[i : i + self.max_batch],
+            )
+            out = self.model(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=1)
+            hidden = out.hidden_states[-1][:, -1, :].to(self.value_head.weight.dtype)
+            values.append(self.value_head(hidden).squeeze(-1).float())
+        return torch.cat(values)
+
     def evaluate(
-        self, frames: np.ndarray, instructions: list[str], token_ids: torch.Tensor, temperature: float = 1.0
+        self,
+        frames: np.ndarray,
+        instructions: list[str],
+        token_ids: torch.Tensor,
+        states: np.ndarray | None = None,
+        temperature: float = 1.0,
     ) -> dict:
         """Teacher-forced ``logprobs (B,)``, ``entropy (B,)`` (summed over tokens) and
         ``values (B,)`` of given action tokens — with gradients, for the PPO update."""
-        inputs = self._inputs(frames, instructions)
-        token_ids = token_ids.to(self.device)
-        batch, dim = token_ids.shape
-        prompt_length = inputs["input_ids"].shape[1]
-        ones = torch.ones((batch, dim), dtype=inputs["attention_mask"].dtype, device=self.device)
-        inputs["input_ids"] = torch.cat([inputs["input_ids"], token_ids], dim=1)
-        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], ones], dim=1)
-        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ones).int()], dim=1)
-        out = self.model(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=dim + 1)
-        logits = self._action_logits(out.logits[:, :dim], temperature)  # positions predicting each token
-        log_probs = torch.log_softmax(logits, -1)
-        chosen = log_probs.gather(-1, (token_ids - self.action_tokenizer.first_id)[..., None]).squeeze(-1)
+        logits, values = self.forward_actions(frames, instructions, token_ids, states)
+        log_probs = torch.log_softmax(logits / temperature, -1)
+        index = (token_ids.to(self.device) - self.action_tokenizer.first_id)[..., None]
+        chosen = log_probs.gather(-1, index).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        prompt_hidden = out.hidden_states[-1][:, prompt_length - 1, :]
-        values = self.value_head(prompt_hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return {"logprobs": chosen.sum(-1), "entropy": entropy.sum(-1), "values": values.float()}
+        return {"logprobs": chosen.sum(-1), "entropy": entropy.sum(-1), "values": values}
+
+
+def _append_tokens(inputs: dict, token_ids: torch.Tensor) -> dict:
+    """``inputs`` with ``token_ids (B, K)`` appended after every (left-padded) prompt."""
+    token_ids = token_ids.to(inputs["input_ids"].device)
+    ones = torch.ones_like(token_ids, dtype=inputs["attention_mask"].dtype)
+    return {
+        **inputs,
+        "input_ids": torch.cat([inputs["input_ids"], token_ids], dim=1),
+        "attention_mask": torch.cat([inputs["attention_mask"], ones], dim=1),
+        "mm_token_type_ids": torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(token_ids).int()], dim=1),
+    }

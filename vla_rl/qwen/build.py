@@ -126,7 +126,20 @@ TINY = {
         "temporal_patch_size": 2,
     },
 }
-PRESETS = {"tiny": TINY, "qwen2-vl-2b": QWEN2_VL_2B}
+# The warm-start VLA of the default models: small enough to clone and fine-tune on 2 CPU cores,
+# with 7-px patches so that a 56-px frame gives 64 patches (16 image tokens after the merge).
+VLA_SMALL = {
+    **TINY,
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 4,
+    "max_window_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+    "vision_config": {**TINY["vision_config"], "embed_dim": 96, "hidden_size": 128, "num_heads": 4, "patch_size": 7},
+}
+PRESETS = {"tiny": TINY, "vla-small": VLA_SMALL, "qwen2-vl-2b": QWEN2_VL_2B}
 # Image sizes the processor keeps as they are (no resize): up to 224x224 -> 64 image tokens.
 DEFAULT_MIN_PIXELS = 28 * 28
 DEFAULT_MAX_PIXELS = 224 * 224
@@ -215,12 +228,14 @@ def build_config(preset: str, tokenizer) -> dict:
     return config
 
 
-def preprocessor_config(min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+def preprocessor_config(
+    min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS, patch_size: int = 14
+) -> dict:
     """``preprocessor_config.json`` in the public checkpoints' layout."""
     return {
         "min_pixels": min_pixels,
         "max_pixels": max_pixels,
-        "patch_size": 14,
+        "patch_size": patch_size,
         "temporal_patch_size": 2,
         "merge_size": 2,
         "image_mean": CLIP_MEAN,
@@ -230,8 +245,28 @@ def preprocessor_config(min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = 
     }
 
 
-def build_checkpoint(out: str, preset: str = "tiny", seed: int = 0, overwrite: bool = False) -> str:
-    """Write a complete checkpoint directory to ``out`` (atomically) and return ``out``."""
+def init_ordinal_bin_embeddings(model, cycles: float = 8.0) -> None:
+    """Give the last 256 (action-bin) embedding rows an ordinal structure: row ``k`` holds
+    Fourier features of the bin's value, so neighbouring bins start close together. Bins are
+    ordered values; with random rows a model must learn that order from data, one bin at a
+    time. With tied input/output embeddings this also smooths the predicted action logits."""
+    import torch
+
+    embeddings = model.get_input_embeddings().weight
+    hidden = embeddings.shape[1]
+    values = torch.linspace(-1.0, 1.0, 256)[:, None]
+    frequencies = torch.linspace(0.25, cycles, hidden // 2)[None, :] * torch.pi
+    features = torch.cat([torch.cos(values * frequencies), torch.sin(values * frequencies)], dim=1)
+    scale = float(embeddings.detach().std())
+    with torch.no_grad():
+        embeddings[-256:, : features.shape[1]] = features * scale * (2.0**0.5)
+
+
+def build_checkpoint(
+    out: str, preset: str = "tiny", seed: int = 0, overwrite: bool = False, ordinal_bins: bool = False
+) -> str:
+    """Write a complete checkpoint directory to ``out`` (atomically) and return ``out``.
+    ``ordinal_bins`` initialises the action-bin embeddings with :func:`init_ordinal_bin_embeddings`."""
     import torch
     from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -243,6 +278,8 @@ def build_checkpoint(out: str, preset: str = "tiny", seed: int = 0, overwrite: b
     config_dict = build_config(preset, tokenizer)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**config_dict)).eval()
+    if ordinal_bins:
+        init_ordinal_bin_embeddings(model)
     with atomic_directory(out, overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         GenerationConfig(
@@ -254,7 +291,8 @@ def build_checkpoint(out: str, preset: str = "tiny", seed: int = 0, overwrite: b
         with open(os.path.join(tmp, "chat_template.json"), "w") as f:
             json.dump({"chat_template": CHAT_TEMPLATE}, f, indent=2)
         with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
-            json.dump(preprocessor_config(), f, indent=2)
+            patch_size = config_dict["vision_config"]["patch_size"]
+            json.dump(preprocessor_config(min_pixels=(2 * patch_size) ** 2, patch_size=patch_size), f, indent=2)
     return out
 
 
@@ -264,9 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--ordinal-bins", action="store_true", help="ordinal (Fourier) init of action-bin embeddings")
     args = parser.parse_args(argv)
     try:
-        build_checkpoint(args.out, args.preset, args.seed, args.overwrite)
+        build_checkpoint(args.out, args.preset, args.seed, args.overwrite, args.ordinal_bins)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ class QwenImageProcessor:
     def __init__(self, config: dict):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+        self.config = dict(config)
         self.patch_size = int(config.get("patch_size", 14))
         self.merge_size = int(config.get("merge_size", 2))
         self.temporal_patch_size = int(config.get("temporal_patch_size", 2))
@@ -120,6 +121,14 @@ class QwenImageTextProcessor:
                     tokenizer.chat_template = json.loads(text)["chat_template"] if name.endswith("json") else text
                     break
         return cls(tokenizer, QwenImageProcessor.from_pretrained(path))
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write the tokenizer, ``chat_template.json`` and ``preprocessor_config.json``."""
+        self.tokenizer.save_pretrained(directory)
+        with open(os.path.join(directory, "chat_template.json"), "w") as f:
+            json.dump({"chat_template": self.tokenizer.chat_template}, f, indent=2)
+        with open(os.path.join(directory, "preprocessor_config.json"), "w") as f:
+            json.dump(self.image_processor.config, f, indent=2)
 
     def _tokenize_prompt(self, user_text: str, assistant_prefix: str) -> tuple[int, ...]:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user_text}]}]

@@ -1,0 +1,268 @@
+"""The training configuration: small component configs composed into one, validated before
+anything heavy loads, and the command line that fills it.
+
+Every flag of ``python -m vla_rl.train`` (and of ``scripts/train_rl_vllm_ray_fsdp_mini.sh``,
+which passes its arguments through) is one field below; ``--help`` lists them with their
+defaults. Booleans are written as values (``--process_reward_model True``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+from vla_rl.cli import str2bool
+
+ASSETS_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "models")
+DEFAULT_VLA = os.path.join(ASSETS_MODELS, "vla-small")
+DEFAULT_PRM = os.path.join(ASSETS_MODELS, "prm-small")
+TASK_SUITES = {
+    "default": ["reach", "push"],
+    "all": ["reach", "push", "pick_place", "stack"],
+    "reach": ["reach"],
+    "push": ["push"],
+    "pick_place": ["pick_place"],
+    "stack": ["stack"],
+}
+PRM_BUILTINS = ("dummy", "oracle", "oracle_progress", "random")
+
+
+def default_prm() -> str:
+    """The embedded small PRM when it ships, else the logged DummyRM."""
+    return DEFAULT_PRM if os.path.isfile(os.path.join(DEFAULT_PRM, "config.json")) else "dummy"
+
+
+@dataclass
+class PolicyConfig:
+    vla_path: str = field(default=DEFAULT_VLA, metadata={"help": "policy checkpoint directory (local)"})
+    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the policy's language model (0: full)"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    local_rollout_forward_batch_size: int = field(
+        default=16, metadata={"help": "frames per policy forward pass (rollout and update)"}
+    )
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:i]"})
+
+    def validate(self) -> None:
+        from vla_rl.qwen.loading import pick_device, read_checkpoint_config
+
+        read_checkpoint_config(self.vla_path, "--vla_path")
+        _positive(self.temperature, "--temperature")
+        _at_least(self.local_rollout_forward_batch_size, 1, "--local_rollout_forward_batch_size")
+        _at_least(self.lora_rank, 0, "--lora_rank")
+        pick_device(self.device)
+
+
+@dataclass
+class EnvConfig:
+    task_suite_name: str = field(default="default", metadata={"help": f"task suite: {sorted(TASK_SUITES)}"})
+    task_ids: list = field(default_factory=list, metadata={"help": "tasks (overrides --task_suite_name)"})
+    num_envs: int = field(default=8, metadata={"help": "parallel envs (split evenly over the tasks)"})
+    max_env_length: int = field(default=0, metadata={"help": "episode step limit (0: each task's own)"})
+    image_size: int = field(default=0, metadata={"help": "frame side in pixels (0: the policy's)"})
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.task_ids) if self.task_ids else list(TASK_SUITES[self.task_suite_name])
+
+    def validate(self) -> None:
+        import envs
+
+        if not self.task_ids and self.task_suite_name not in TASK_SUITES:
+            raise ValueError(f"--task_suite_name {self.task_suite_name!r} is not one of {sorted(TASK_SUITES)}.")
+        for task in self.tasks:
+            try:
+                envs.task_id(task)
+            except ValueError as error:
+                raise ValueError(f"--task_ids: {error}") from None
+        _at_least(self.num_envs, len(self.tasks), "--num_envs (one env per task at least)")
+        _at_least(self.max_env_length, 0, "--max_env_length")
+        if self.image_size and not 16 <= self.image_size <= 256:
+            raise ValueError(f"--image_size must be 0 or in 16..256, got {self.image_size}.")
+
+
+@dataclass
+class PRMConfig:
+    process_reward_model: bool = field(default=True, metadata={"help": "add the PRM reward (True/False)"})
+    prm_model_name_or_path: str = field(
+        default="", metadata={"help": f"PRM checkpoint directory or {PRM_BUILTINS} (default: the embedded PRM)"}
+    )
+    prm_checkpoint_path: str = field(default="", metadata={"help": "LoRA adapter directory for the PRM"})
+    prm_reward_weight: float = field(default=0.1, metadata={"help": "weight w of the PRM term"})
+    prm_reward_mode: str = field(default="binary", metadata={"help": "binary | prob | potential"})
+    prm_threshold: float = field(default=0.5, metadata={"help": "P(completed) threshold of binary mode"})
+    prm_deferred: bool = field(default=True, metadata={"help": "score a whole rollout at once (True/False)"})
+
+    def resolved_model(self) -> str:
+        return self.prm_model_name_or_path or default_prm()
+
+    def validate(self) -> None:
+        from reward.shaping import Shaping
+
+        Shaping(self.prm_reward_weight, self.prm_reward_mode, self.prm_threshold)
+        if not self.process_reward_model:
+            return
+        model = self.resolved_model()
+        if model not in PRM_BUILTINS:
+            from vla_rl.qwen.loading import read_checkpoint_config
+
+            read_checkpoint_config(model, "--prm_model_name_or_path")
+        if self.prm_checkpoint_path and not os.path.isdir(self.prm_checkpoint_path):
+            raise FileNotFoundError(f"--prm_checkpoint_path {self.prm_checkpoint_path!r}: no such directory.")
+        if self.prm_checkpoint_path and model in PRM_BUILTINS:
+            raise ValueError(f"--prm_checkpoint_path needs a Qwen2-VL --prm_model_name_or_path, not {model!r}.")
+
+
+@dataclass
+class PPOConfig:
+    num_steps: int = field(default=32, metadata={"help": "rollout steps per env per iteration"})
+    total_episodes: int = field(default=400, metadata={"help": "stop after this many finished episodes"})
+    max_iterations: int = field(default=0, metadata={"help": "stop after this many iterations (0: no limit)"})
+    num_epochs: int = field(default=2, metadata={"help": "PPO epochs per iteration"})
+    num_minibatches: int = field(default=4, metadata={"help": "minibatches per epoch"})
+    learning_rate: float = field(default=3e-5, metadata={"help": "policy learning rate"})
+    value_learning_rate: float = field(default=1e-3, metadata={"help": "value head learning rate"})
+    gamma: float = field(default=0.99, metadata={"help": "discount"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    clip_coef: float = field(default=0.2, metadata={"help": "PPO ratio clip"})
+    value_clip: float = field(default=0.2, metadata={"help": "value clip (0: none)"})
+    value_coef: float = field(default=0.5, metadata={"help": "value loss coefficient"})
+    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
+    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the frozen initial policy (0: off)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    norm_adv: bool = field(default=True, metadata={"help": "normalise advantages (True/False)"})
+    value_trunk_grad: bool = field(default=False, metadata={"help": "value loss trains the shared trunk too"})
+    target_kl: float = field(default=0.0, metadata={"help": "stop an iteration's epochs above this KL (0: off)"})
+
+    def validate(self) -> None:
+        _at_least(self.num_steps, 1, "--num_steps")
+        _at_least(self.total_episodes, 1, "--total_episodes")
+        _at_least(self.max_iterations, 0, "--max_iterations")
+        _at_least(self.num_epochs, 1, "--num_epochs")
+        _at_least(self.num_minibatches, 1, "--num_minibatches")
+        _positive(self.learning_rate, "--learning_rate")
+        _positive(self.value_learning_rate, "--value_learning_rate")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}.")
+        _positive(self.clip_coef, "--clip_coef")
+        for name in ("value_clip", "value_coef", "entropy_coef", "kl_coef", "target_kl"):
+            _at_least(getattr(self, name), 0.0, f"--{name}")
+        _positive(self.max_grad_norm, "--max_grad_norm")
+
+
+@dataclass
+class RunConfig:
+    run_root_dir: str = field(default="runs", metadata={"help": "runs are written under this directory"})
+    exp_name: str = field(default="", metadata={"help": "run name (default: derived from the flags)"})
+    seed: int = field(default=0, metadata={"help": "seed of everything"})
+    save_freq: int = field(default=5, metadata={"help": "checkpoint every N iterations (and at the end)"})
+    resume: bool = field(default=False, metadata={"help": "continue the run's latest checkpoint (True/False)"})
+    save_video: bool = field(default=False, metadata={"help": "write annotated rollout videos (True/False)"})
+    video_every: int = field(default=10, metadata={"help": "save every N-th finished training episode"})
+    max_videos: int = field(default=20, metadata={"help": "training videos at most"})
+    eval_episodes: int = field(default=20, metadata={"help": "held-out seeds per task in the final eval (0: none)"})
+    eval_videos: int = field(default=2, metadata={"help": "eval videos per task"})
+    use_wandb: bool = field(default=False, metadata={"help": "log to Weights & Biases (True/False)"})
+    wandb_offline: bool = field(default=True, metadata={"help": "keep wandb offline (True/False)"})
+    wandb_project: str = field(default="vla-rl", metadata={"help": "wandb project"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars (True/False)"})
+
+    def validate(self) -> None:
+        _at_least(self.save_freq, 1, "--save_freq")
+        _at_least(self.video_every, 1, "--video_every")
+        _at_least(self.max_videos, 0, "--max_videos")
+        _at_least(self.eval_episodes, 0, "--eval_episodes")
+        _at_least(self.eval_videos, 0, "--eval_videos")
+        _at_least(self.threads, 0, "--threads")
+        if self.exp_name and (os.sep in self.exp_name or self.exp_name in (".", "..")):
+            raise ValueError(f"--exp_name must be a plain name, got {self.exp_name!r}.")
+
+
+@dataclass
+class TrainConfig:
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> TrainConfig:
+        for part in (self.run, self.env, self.ppo, self.prm, self.policy):
+            part.validate()
+        return self
+
+    @property
+    def run_name(self) -> str:
+        if self.run.exp_name:
+            return self.run.exp_name
+        prm = "prm" if self.prm.process_reward_model else "noprm"
+        return f"ppo-{'-'.join(self.env.tasks)}-{prm}-seed{self.run.seed}"
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.run.run_root_dir, self.run_name)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        parts = {f.name: f.type for f in fields(cls)}
+        kinds = {"policy": PolicyConfig, "env": EnvConfig, "prm": PRMConfig, "ppo": PPOConfig, "run": RunConfig}
+        return cls(**{name: kinds[name](**data.get(name, {})) for name in parts})
+
+
+COMPONENTS = {"policy": PolicyConfig, "env": EnvConfig, "prm": PRMConfig, "ppo": PPOConfig, "run": RunConfig}
+TITLES = {"policy": "policy", "env": "environments", "prm": "process reward model", "ppo": "PPO", "run": "run"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vla_rl.train",
+        description="PPO fine-tuning of a VLA policy in the simulated tasks, with an optional process reward model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for name, component in COMPONENTS.items():
+        group = parser.add_argument_group(TITLES[name])
+        for f in fields(component):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            kwargs = {"default": default, "help": f.metadata.get("help", ""), "dest": f"{name}.{f.name}"}
+            if isinstance(default, bool):
+                kwargs.update(type=str2bool, metavar="True|False")
+            elif isinstance(default, list):
+                kwargs.update(nargs="+")
+            else:
+                kwargs.update(type=type(default))
+            group.add_argument(f"--{f.name}", **kwargs)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Parse and validate; errors name the flag (argparse exits with status 2)."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    parts = {name: {} for name in COMPONENTS}
+    for key, value in args.items():
+        part, name = key.split(".", 1)
+        parts[part][name] = value
+    config = TrainConfig(**{name: COMPONENTS[name](**values) for name, values in parts.items()})
+    try:
+        return config.validate()
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        parser.error(str(error))
+
+
+def _positive(value: float, flag: str) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} must be a positive number, got {value}.")
+
+
+def _at_least(value, low, flag: str) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+        raise ValueError(f"{flag} must be >= {low}, got {value}.")

@@ -1,0 +1,249 @@
+"""Closed-loop evaluation: success rate per task over a range of held-out seeds, with videos.
+
+Command line::
+
+    python -m vla_rl.evaluate --vla_path assets/models/vla-small --task_ids reach push \\
+        --episodes 50 --video_dir runs/eval/videos
+
+Seeds ``seed_base .. seed_base + episodes - 1`` are used for every task; the default base
+(1,000,000) is far from the seeds that demonstrations (0 ..) and training rollouts use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+EVAL_SEED_BASE = 1_000_000
+
+
+def make_task_vector_env(task: str, num_envs: int, image_size: int, max_env_length: int | None = None):
+    """A synchronous vector env of one task (rendering in this process keeps the 2-core CPU
+    machine's cores for the policy; workers buy little when the policy dominates)."""
+    import gymnasium as gym
+
+    import envs
+
+    kwargs = {"image_size": image_size}
+    if max_env_length:
+        kwargs["max_episode_steps"] = max_env_length
+    return gym.make_vec(envs.task_id(task), num_envs, vectorization_mode="sync", **kwargs)
+
+
+def run_episodes(
+    policy,
+    task: str,
+    seeds: list[int],
+    image_size: int,
+    num_envs: int = 8,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    max_env_length: int | None = None,
+    keep_frames: int = 0,
+    on_episode=None,
+) -> list[dict]:
+    """Run one episode per seed; returns per-episode ``success``, ``length``, ``seed``,
+    ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``actions`` /
+    ``infos`` for videos."""
+    from vla_rl import keys
+
+    results: list[dict] = []
+    env = make_task_vector_env(task, min(num_envs, len(seeds)), image_size, max_env_length)
+    try:
+        for start in range(0, len(seeds), env.num_envs):
+            batch = seeds[start : start + env.num_envs]
+            n = len(batch)
+            observations, infos = env.reset(seed=batch + [batch[-1] + 10**7 + i for i in range(env.num_envs - n)])
+            instructions = list(infos[keys.INSTRUCTION])
+            done = np.zeros(env.num_envs, bool)
+            done[n:] = True
+            records = [
+                {"seed": s, "instruction": instructions[i], "success": False, "length": 0} for i, s in enumerate(batch)
+            ]
+            keep = [start + i < keep_frames for i in range(n)]
+            for i in range(n):
+                if keep[i]:
+                    records[i].update(frames=[observations[keys.IMAGE][i].copy()], actions=[], infos=[{}])
+            while not done.all():
+                out = policy.act(
+                    observations[keys.IMAGE],
+                    instructions,
+                    observations.get(keys.STATE),
+                    temperature=temperature,
+                    greedy=greedy,
+                )
+                actions = np.clip(out["actions"], -1.0, 1.0).astype(np.float32)
+                observations, _, terminated, truncated, infos = env.step(actions)
+                for i in range(n):
+                    if done[i]:
+                        continue
+                    record = records[i]
+                    record["length"] += 1
+                    success = bool(infos[keys.SUCCESS][i])
+                    if keep[i]:
+                        record["frames"].append(observations[keys.IMAGE][i].copy())
+                        record["actions"].append(actions[i])
+                        record["infos"].append({keys.SUCCESS: success})
+                    if terminated[i] or truncated[i]:
+                        record["success"] = success
+                        done[i] = True
+                        if on_episode is not None:
+                            on_episode(record)
+            results.extend(records)
+    finally:
+        env.close()
+    return results
+
+
+def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int = 10) -> list[str]:
+    """Annotated mp4s of the records that kept frames; PRM scores when ``prm`` is given."""
+    from reward.video import video_name, write_episode_video
+
+    paths = []
+    for index, record in enumerate(r for r in records if "frames" in r):
+        frames = np.stack(record["frames"])
+        scores = prm.score(frames, [record["instruction"]] * len(frames)) if prm is not None else None
+        steps, total = [], 0.0
+        for t in range(len(frames)):
+            success = bool(record["infos"][t].get("success", False))
+            reward = 1.0 if success and t == len(frames) - 1 else 0.0
+            total += reward
+            steps.append(
+                {
+                    "t": t,
+                    "action": record["actions"][t - 1] if t else None,
+                    "env_reward": reward,
+                    "score": None if scores is None else float(scores[t]),
+                    "return": total,
+                    "success": success,
+                }
+            )
+        path = os.path.join(folder, video_name(index, task, record["success"]))
+        paths.append(write_episode_video(path, frames, steps, record["instruction"], fps=fps))
+    return paths
+
+
+def evaluate_policy(
+    policy,
+    tasks: list[str],
+    episodes: int,
+    image_size: int,
+    seed_base: int = EVAL_SEED_BASE,
+    num_envs: int = 8,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    max_env_length: int | None = None,
+    video_dir: str | None = None,
+    videos_per_task: int = 2,
+    prm=None,
+    progress: bool = True,
+) -> dict:
+    """Success rate per task over ``episodes`` seeds each (``seed_base ..``); a summary dict."""
+    from tqdm import tqdm
+
+    seeds = list(range(seed_base, seed_base + episodes))
+    summary: dict = {"seeds": [seeds[0], seeds[-1]], "greedy": greedy, "tasks": {}}
+    bar = tqdm(total=episodes * len(tasks), desc="eval", unit="ep", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    try:
+        for task in tasks:
+            successes = []
+
+            def count(record, successes=successes, task=task):
+                successes.append(record["success"])
+                bar.update(1)
+                bar.set_postfix(task=task, success=f"{np.mean(successes):.2f}")
+
+            keep = videos_per_task if video_dir else 0
+            records = run_episodes(
+                policy,
+                task,
+                seeds,
+                image_size,
+                num_envs,
+                greedy,
+                temperature,
+                max_env_length,
+                keep_frames=keep,
+                on_episode=count,
+            )
+            videos = write_videos(records, task, os.path.join(video_dir, task), prm) if video_dir else []
+            summary["tasks"][task] = {
+                "success_rate": float(np.mean([r["success"] for r in records])),
+                "episodes": len(records),
+                "mean_length": float(np.mean([r["length"] for r in records])),
+                "videos": videos,
+            }
+    finally:
+        bar.close()
+    summary["seconds"] = time.perf_counter() - start
+    summary["mean_success_rate"] = float(np.mean([t["success_rate"] for t in summary["tasks"].values()]))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vla_rl.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vla_path", required=True, help="policy checkpoint directory")
+    parser.add_argument("--task_ids", nargs="+", default=None, help="tasks (default: the policy's training tasks)")
+    parser.add_argument("--episodes", type=int, default=50, help="episodes (seeds) per task")
+    parser.add_argument("--seed_base", type=int, default=EVAL_SEED_BASE, help="first evaluation seed")
+    parser.add_argument("--image_size", type=int, default=None, help="frame side (default: the policy's)")
+    parser.add_argument("--num_envs", type=int, default=8, help="envs stepped together")
+    parser.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely bins")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    parser.add_argument("--video_dir", default=None, help="write annotated videos here")
+    parser.add_argument("--videos_per_task", type=int, default=2)
+    parser.add_argument("--prm_model_name_or_path", default=None, help="score video frames with this PRM")
+    parser.add_argument("--out", default=None, help="write the summary JSON here")
+    args = parser.parse_args(argv)
+    import envs
+    from vla_rl.policy.checkpoint import load_policy, read_policy_config
+
+    try:
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {args.episodes}.")
+        tasks = args.task_ids or read_policy_config(args.vla_path).get("tasks") or ["reach"]
+        for task in tasks:
+            envs.task_id(task)
+        policy = load_policy(args.vla_path, max_batch=args.num_envs)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    image_size = args.image_size or policy.image_size or 56
+    prm = None
+    if args.prm_model_name_or_path:
+        from reward.qwen_prm import QwenProcessRM
+
+        prm = QwenProcessRM(args.prm_model_name_or_path)
+    summary = evaluate_policy(
+        policy,
+        tasks,
+        args.episodes,
+        image_size,
+        args.seed_base,
+        args.num_envs,
+        greedy=not args.sample,
+        temperature=args.temperature,
+        video_dir=args.video_dir,
+        videos_per_task=args.videos_per_task,
+        prm=prm,
+    )
+    for task, row in summary["tasks"].items():
+        print(
+            f"{task:>12}: success {row['success_rate']:.3f} over {row['episodes']} seeds "
+            f"(mean length {row['mean_length']:.1f})"
+        )
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

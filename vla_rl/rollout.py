@@ -1,0 +1,183 @@
+"""Rollouts: ``num_steps`` x ``num_envs`` transitions of the VLA policy in a vector env wrapped
+with the process reward.
+
+Episodes continue across iterations (the last observation is kept). Gymnasium's next-step
+autoreset means the step after an episode ends is a reset step: its action is ignored by the
+env, so it is marked ``valid = False`` and excluded from the PPO loss; the policy's value of
+the observation it was given (the episode's final observation) is what a truncated step
+bootstraps from. With deferred PRM scoring (the default) the PRM scores the whole rollout in
+large batches after the last step, off the action-selection path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from vla_rl import keys
+
+
+def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_length: int = 0) -> tuple[list, list]:
+    """Env constructors, tasks assigned round-robin so every task gets ``num_envs / len(tasks)``."""
+    import envs
+
+    assigned = [tasks[i % len(tasks)] for i in range(num_envs)]
+    kwargs = {"image_size": image_size}
+    if max_env_length:
+        kwargs["max_episode_steps"] = max_env_length
+
+    def make(task):
+        return lambda: gym.make(envs.task_id(task), **kwargs)
+
+    return [make(task) for task in assigned], assigned
+
+
+@dataclass
+class RolloutBatch:
+    """One rollout, all arrays ``(T, N, ...)``."""
+
+    images: np.ndarray
+    states: np.ndarray
+    instructions: list[list[str]]
+    token_ids: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    next_values: torch.Tensor
+    env_rewards: np.ndarray
+    prm_rewards: np.ndarray
+    prm_scores: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    valid: np.ndarray
+    episodes: list[dict] = field(default_factory=list)  # finished episodes: task, success, length, returns
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def rewards(self) -> np.ndarray:
+        return self.env_rewards + self.prm_rewards
+
+
+class Rollout:
+    """Collects rollouts; holds the env and the observation where the last one stopped.
+
+    Args:
+        env: a vector env (optionally wrapped by :class:`reward.vector.VectorRewardWrapper`).
+        policy: a :class:`vla_rl.policy.vla.VLAPolicy`.
+        tasks: the task name of each sub-env (for per-task metrics).
+        num_steps: steps per env per rollout.
+        temperature: sampling temperature.
+        seed: seeds the first reset (sub-env i gets ``seed + i``).
+    """
+
+    def __init__(self, env, policy, tasks: list[str], num_steps: int, temperature: float = 1.0, seed: int = 0):
+        self.env = env
+        self.policy = policy
+        self.tasks = tasks
+        self.num_steps = num_steps
+        self.temperature = temperature
+        self.observations, infos = env.reset(seed=[seed + i for i in range(env.num_envs)])
+        self.instructions = list(infos[keys.INSTRUCTION])
+        self.ending = np.zeros(env.num_envs, bool)  # the next step is a reset step
+        self.returns = np.zeros(env.num_envs)
+        self.env_returns = np.zeros(env.num_envs)
+        self.lengths = np.zeros(env.num_envs, int)
+        self.prm = getattr(env, "flush", None) is not None and getattr(env, "deferred", False)
+
+    def collect(self) -> RolloutBatch:
+        T, N = self.num_steps, self.env.num_envs
+        image_shape = self.observations[keys.IMAGE].shape[1:]
+        images = np.empty((T, N, *image_shape), np.uint8)
+        states = np.empty((T, N, self.observations[keys.STATE].shape[1]), np.float32)
+        instructions: list[list[str]] = []
+        token_ids, logprobs, values = [], [], []
+        env_rewards = np.zeros((T, N))
+        prm_rewards = np.zeros((T, N))
+        prm_scores = np.full((T, N), np.nan, np.float32)
+        terminated = np.zeros((T, N), bool)
+        truncated = np.zeros((T, N), bool)
+        valid = np.zeros((T, N), bool)
+        successes = np.zeros((T, N), bool)
+        timing = {"policy": 0.0, "env": 0.0, "prm": 0.0}
+        for t in range(T):
+            images[t] = self.observations[keys.IMAGE]
+            states[t] = self.observations[keys.STATE]
+            instructions.append(list(self.instructions))
+            valid[t] = ~self.ending
+            start = time.perf_counter()
+            out = self.policy.act(images[t], instructions[t], states[t], temperature=self.temperature)
+            timing["policy"] += time.perf_counter() - start
+            token_ids.append(out["token_ids"].cpu())
+            logprobs.append(out["logprobs"].cpu())
+            values.append(out["values"].cpu())
+            actions = np.clip(out["actions"], -1.0, 1.0).astype(np.float32)
+            start = time.perf_counter()
+            self.observations, rewards, term, trunc, infos = self.env.step(actions)
+            timing["env"] += time.perf_counter() - start
+            env_rewards[t] = infos.get(keys.ENV_REWARD, rewards) if keys.ENV_REWARD in infos else rewards
+            if keys.PRM_REWARD in infos:  # per-step PRM scoring
+                prm_rewards[t] = infos[keys.PRM_REWARD]
+                prm_scores[t] = infos[keys.PRM_SCORE]
+            terminated[t], truncated[t] = term & valid[t], trunc & valid[t]
+            successes[t] = np.asarray(infos.get(keys.SUCCESS, np.zeros(N, bool)), bool) & valid[t]
+            self.instructions = list(infos[keys.INSTRUCTION])
+            self.ending = term | trunc
+        start = time.perf_counter()
+        last_values = self.policy.values_of(
+            self.observations[keys.IMAGE], self.instructions, self.observations[keys.STATE]
+        ).cpu()
+        timing["policy"] += time.perf_counter() - start
+        if self.prm:
+            start = time.perf_counter()
+            scored = self.env.flush()
+            timing["prm"] += time.perf_counter() - start
+            prm_rewards = np.asarray(scored[keys.PRM_REWARD], np.float64) * valid
+            prm_scores = np.where(valid, scored[keys.PRM_SCORE], np.nan).astype(np.float32)
+        values_t = torch.stack(values)
+        next_values = torch.cat([values_t[1:], last_values[None]], 0)
+        episodes = self._episodes(env_rewards, prm_rewards, terminated, truncated, valid, successes)
+        return RolloutBatch(
+            images,
+            states,
+            instructions,
+            torch.stack(token_ids),
+            torch.stack(logprobs),
+            values_t,
+            next_values,
+            env_rewards,
+            prm_rewards,
+            prm_scores,
+            terminated,
+            truncated,
+            valid,
+            episodes,
+            timing,
+        )
+
+    def _episodes(self, env_rewards, prm_rewards, terminated, truncated, valid, successes) -> list[dict]:
+        """Finished-episode records (episodes may span rollouts: running sums are kept)."""
+        finished = []
+        for t in range(len(valid)):
+            for i in np.flatnonzero(valid[t]):
+                self.returns[i] += env_rewards[t, i] + prm_rewards[t, i]
+                self.env_returns[i] += env_rewards[t, i]
+                self.lengths[i] += 1
+                if terminated[t, i] or truncated[t, i]:
+                    finished.append(
+                        {
+                            "task": self.tasks[i],
+                            "success": bool(successes[t, i]),
+                            "length": int(self.lengths[i]),
+                            "return": float(self.returns[i]),
+                            "env_return": float(self.env_returns[i]),
+                        }
+                    )
+                    self.returns[i] = self.env_returns[i] = 0.0
+                    self.lengths[i] = 0
+        return finished
+
+    def state_dict(self) -> dict:
+        return {"returns": self.returns.copy(), "env_returns": self.env_returns.copy(), "lengths": self.lengths.copy()}
