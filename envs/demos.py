@@ -12,6 +12,8 @@ On-disk format (version 1), one directory::
         images       uint8   (T+1, H, W, 3)  observation images; [0] is the reset frame
         states       float32 (T+1, 8)        proprioceptive states
         actions      float32 (T, 7)          action taken at observation t
+        expert_actions float32 (T, 7)        the expert's noise-free action at observation t
+                                             (equal to ``actions`` without --action-noise)
         rewards      float32 (T,)            environment (sparse) rewards
         success      bool    (T+1,)          info["success"] after reset / after each step
         progress     float32 (T+1,)          info["progress"] likewise
@@ -55,6 +57,7 @@ class Episode:
     truncated: bool
     instruction: str
     seed: int
+    expert_actions: np.ndarray | None = None
 
     def save(self, path: str) -> None:
         """Write compressed, via a temporary file and an atomic rename."""
@@ -71,6 +74,7 @@ class Episode:
             truncated=np.bool_(self.truncated),
             instruction=np.str_(self.instruction),
             seed=np.int64(self.seed),
+            **({} if self.expert_actions is None else {"expert_actions": self.expert_actions}),
         )
         os.replace(tmp, path)
 
@@ -89,6 +93,7 @@ class Episode:
             truncated=bool(fields["truncated"]),
             instruction=str(fields["instruction"]),
             seed=int(fields["seed"]),
+            expert_actions=fields.get("expert_actions"),
         )
 
 
@@ -96,11 +101,12 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
     """Roll the expert out from ``env.reset(seed=seed)`` until the episode ends."""
     obs, info = env.reset(seed=seed)
     expert.reset()
-    images, states, actions, rewards = [obs["image"]], [obs["state"]], [], []
+    images, states, actions, rewards, clean = [obs["image"]], [obs["state"]], [], [], []
     success, progress = [info["success"]], [info["progress"]]
     terminated = truncated = False
     while not (terminated or truncated):
         action = expert.act()
+        clean.append(expert.last_plan)
         obs, reward, terminated, truncated, info = env.step(action)
         actions.append(action)
         rewards.append(reward)
@@ -119,6 +125,7 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         truncated=bool(truncated),
         instruction=info["instruction"],
         seed=seed,
+        expert_actions=np.stack(clean).astype(np.float32),
     )
 
 

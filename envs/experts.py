@@ -41,6 +41,7 @@ class Expert:
         self.rng = np.random.default_rng(seed)
         self.phase = 0
         self.timer = 0
+        self.last_plan = np.zeros(7, np.float32)
 
     def reset(self) -> None:
         self.phase = 0
@@ -49,6 +50,7 @@ class Expert:
     def act(self) -> np.ndarray:
         """Next action ``(7,) float32`` in [-1, 1] for the env's current state."""
         action = self._plan()
+        self.last_plan = np.clip(action, -1.0, 1.0).astype(np.float32)  # the noise-free action
         if self.action_noise > 0:
             action = action + self.rng.normal(0.0, self.action_noise, size=7)
         return np.clip(action, -1.0, 1.0).astype(np.float32)

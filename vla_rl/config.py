@@ -236,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
             if isinstance(default, bool):
                 kwargs.update(type=str2bool, metavar="True|False")
             elif isinstance(default, list):
-                kwargs.update(nargs="+")
+                kwargs.update(nargs="+", metavar=f.name.upper())
             else:
-                kwargs.update(type=type(default))
+                kwargs.update(type=type(default), metavar=f.name.upper())
             group.add_argument(f"--{f.name}", **kwargs)
     return parser
 

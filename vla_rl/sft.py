@@ -40,6 +40,8 @@ class SFTConfig:
     warmup_steps: int = 100
     label_sigma: float = 1.5
     use_state: bool = True
+    labels: str = "expert"
+    tasks: list | None = None
     seed: int = 0
     eval_episodes: int = 50
     overwrite: bool = False
@@ -56,6 +58,8 @@ class SFTConfig:
             raise ValueError(f"--steps and --batch_size must be >= 1, got {self.steps} and {self.batch_size}.")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}.")
+        if self.labels not in ("expert", "executed"):
+            raise ValueError(f"--labels must be 'expert' or 'executed', got {self.labels!r}.")
         if self.label_sigma < 0:
             raise ValueError(f"--label_sigma must be >= 0, got {self.label_sigma}.")
         if self.eval_episodes < 0:
@@ -76,20 +80,30 @@ class Demonstrations:
     image_size: int
 
     @classmethod
-    def load(cls, directories: list[str]) -> Demonstrations:
+    def load(cls, directories: list[str], labels: str = "expert", tasks: list[str] | None = None) -> Demonstrations:
+        """``labels="expert"``: the expert's noise-free actions where recorded (DART-style: the
+        states come from noisy execution, the labels say how to recover); ``"executed"``: the
+        actions taken. ``tasks`` (short names) keeps only those tasks' episodes."""
+        import envs
         from envs.demos import iter_episodes, read_meta
 
-        images, states, actions, instructions, tasks, sizes = [], [], [], [], set(), set()
+        wanted = None if not tasks else {envs.task_id(task) for task in tasks}
+        images, states, actions, instructions, found, sizes = [], [], [], [], set(), set()
         for directory in directories:
             meta = read_meta(directory)
             sizes.add(int(meta["image_size"]))
-            tasks.update(record["task"] for record in meta["episodes"])
-            for _, episode in iter_episodes(directory):
+            for record, episode in iter_episodes(directory):
+                if wanted is not None and record["task"] not in wanted:
+                    continue
+                found.add(record["task"])
                 steps = len(episode.actions)
                 images.append(episode.images[:steps])
                 states.append(episode.states[:steps])
-                actions.append(episode.actions)
+                clean = episode.expert_actions if labels == "expert" else None
+                actions.append(episode.actions if clean is None else clean)
                 instructions.extend([str(episode.instruction)] * steps)
+        if not found:
+            raise ValueError(f"--data {directories} holds no episodes of --tasks {tasks}.")
         if len(sizes) != 1:
             raise ValueError(f"--data directories have different image sizes {sorted(sizes)}; record them alike.")
         return cls(
@@ -97,7 +111,7 @@ class Demonstrations:
             np.concatenate(states),
             np.concatenate(actions),
             instructions,
-            sorted(tasks),
+            sorted(found),
             sizes.pop(),
         )
 
@@ -131,7 +145,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    demos = Demonstrations.load(config.data)
+    demos = Demonstrations.load(config.data, config.labels, config.tasks)
     model = load_model(config.vla_path, "--vla_path", device="auto", dtype="float32")
     vocab = model.config.get_text_config().vocab_size
     stats = ActionStats.from_actions(demos.actions)
@@ -242,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup_steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--label_sigma", type=float, default=defaults.label_sigma, help="soft-target width, bins")
     parser.add_argument("--use_state", type=str2bool, default=defaults.use_state, help="read the proprio state")
+    parser.add_argument(
+        "--labels",
+        choices=("expert", "executed"),
+        default=defaults.labels,
+        help="clone the expert's noise-free actions or the executed (noisy) ones",
+    )
+    parser.add_argument("--tasks", nargs="+", default=None, help="train on these tasks' episodes only")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval_episodes", type=int, default=defaults.eval_episodes, help="held-out seeds per task")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -229,10 +229,16 @@ def build_config(preset: str, tokenizer) -> dict:
 
 
 def preprocessor_config(
-    min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS, patch_size: int = 14
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    patch_size: int = 14,
+    position_frame: bool = False,
 ) -> dict:
-    """``preprocessor_config.json`` in the public checkpoints' layout."""
+    """``preprocessor_config.json`` in the public checkpoints' layout (plus, optionally, the
+    project's position-frame switch; see :class:`vla_rl.qwen.processor.QwenImageProcessor`)."""
+    extra = {"vla_rl_position_frame": True} if position_frame else {}
     return {
+        **extra,
         "min_pixels": min_pixels,
         "max_pixels": max_pixels,
         "patch_size": patch_size,
@@ -263,10 +269,16 @@ def init_ordinal_bin_embeddings(model, cycles: float = 8.0) -> None:
 
 
 def build_checkpoint(
-    out: str, preset: str = "tiny", seed: int = 0, overwrite: bool = False, ordinal_bins: bool = False
+    out: str,
+    preset: str = "tiny",
+    seed: int = 0,
+    overwrite: bool = False,
+    ordinal_bins: bool = False,
+    position_frame: bool = False,
 ) -> str:
     """Write a complete checkpoint directory to ``out`` (atomically) and return ``out``.
-    ``ordinal_bins`` initialises the action-bin embeddings with :func:`init_ordinal_bin_embeddings`."""
+    ``ordinal_bins`` initialises the action-bin embeddings with :func:`init_ordinal_bin_embeddings`;
+    ``position_frame`` makes the processor feed each patch's coordinates to the vision tower."""
     import torch
     from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -292,7 +304,8 @@ def build_checkpoint(
             json.dump({"chat_template": CHAT_TEMPLATE}, f, indent=2)
         with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
             patch_size = config_dict["vision_config"]["patch_size"]
-            json.dump(preprocessor_config(min_pixels=(2 * patch_size) ** 2, patch_size=patch_size), f, indent=2)
+            processor = preprocessor_config((2 * patch_size) ** 2, patch_size=patch_size, position_frame=position_frame)
+            json.dump(processor, f, indent=2)
     return out
 
 
@@ -303,9 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--ordinal-bins", action="store_true", help="ordinal (Fourier) init of action-bin embeddings")
+    parser.add_argument("--position-frame", action="store_true", help="feed patch coordinates to the vision tower")
     args = parser.parse_args(argv)
     try:
-        build_checkpoint(args.out, args.preset, args.seed, args.overwrite, args.ordinal_bins)
+        build_checkpoint(args.out, args.preset, args.seed, args.overwrite, args.ordinal_bins, args.position_frame)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

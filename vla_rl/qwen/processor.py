@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 IMAGE_PAD = "<|image_pad|>"
+POSITION_FRAME_KEY = "vla_rl_position_frame"
 
 
 class QwenImageProcessor:
@@ -32,6 +33,11 @@ class QwenImageProcessor:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         self.config = dict(config)
+        # Optional: the second temporal copy of every frame is replaced by a fixed image of its
+        # pixel coordinates, so that each patch embedding carries its absolute position (the
+        # vision tower's rotary embeddings carry relative positions only). For models trained
+        # with it (the project's small VLA); never for public checkpoints.
+        self.position_frame = bool(config.get(POSITION_FRAME_KEY, False))
         self.patch_size = int(config.get("patch_size", 14))
         self.merge_size = int(config.get("merge_size", 2))
         self.temporal_patch_size = int(config.get("temporal_patch_size", 2))
@@ -70,6 +76,12 @@ class QwenImageProcessor:
         batch, height, width, _ = frames.shape
         if self.target_size(height, width) == (height, width):
             return self.fast(frames)
+        if self.position_frame:
+            factor = self.patch_size * self.merge_size
+            raise ValueError(
+                f"this model reads a position frame and needs frames whose sides are multiples of {factor} px "
+                f"within its pixel limits; got {height}x{width} (set the env image size accordingly)."
+            )
         out = self.reference(list(frames), return_tensors="pt")
         return out["pixel_values"].to(torch.float32), out["image_grid_thw"]
 
@@ -80,12 +92,28 @@ class QwenImageProcessor:
         gh, gw = height // p, width // p
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32) * (1.0 / 255.0)
         x = ((x - self.mean) / self.std).permute(0, 3, 1, 2)  # (B, C, H, W)
-        x = x.reshape(batch, channels, gh // m, m, p, gw // m, m, p)
-        x = x.permute(0, 2, 5, 3, 6, 1, 4, 7)  # (B, gh/m, gw/m, m, m, C, p, p)
-        x = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1)  # temporal copies of the frame
+
+        def patches(images):  # (B, C, H, W) -> (B, gh/m, gw/m, m, m, C, p, p)
+            images = images.reshape(len(images), channels, gh // m, m, p, gw // m, m, p)
+            return images.permute(0, 2, 5, 3, 6, 1, 4, 7)
+
+        x = patches(x)
+        if self.position_frame and t == 2:
+            coords = patches(position_image(height, width).expand(batch, -1, -1, -1))
+            x = torch.stack([x, coords], dim=6)  # the frame, then its coordinates
+        else:
+            x = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1)  # temporal copies of the frame
         pixel_values = x.reshape(batch * gh * gw, channels * t * p * p)
         grid = torch.tensor([[1, gh, gw]], dtype=torch.int64).repeat(batch, 1)
         return pixel_values, grid
+
+
+@lru_cache(maxsize=8)
+def position_image(height: int, width: int) -> torch.Tensor:
+    """``(1, 3, H, W)``: column and row coordinates in [-2, 2] and their product."""
+    rows = torch.linspace(-2.0, 2.0, height)[:, None].expand(height, width)
+    cols = torch.linspace(-2.0, 2.0, width)[None, :].expand(height, width)
+    return torch.stack([cols, rows, cols * rows / 2.0])[None]
 
 
 class QwenImageTextProcessor:

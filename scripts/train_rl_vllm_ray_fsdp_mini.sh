@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job: PPO fine-tuning of the embedded small VLA in the simulated tasks, with the
+# process reward model, followed by an evaluation on held-out seeds with annotated videos.
+#
+#   bash scripts/train_rl_vllm_ray_fsdp_mini.sh                      # the defaults below
+#   bash scripts/train_rl_vllm_ray_fsdp_mini.sh --process_reward_model False --exp_name no-prm
+#
+# Arguments are passed through to `python -m vla_rl.train` (later flags win; --help lists all).
+# On a CPU machine the rollouts run on the transformers backend in one process; the script
+# says which backend it uses when it starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-.venv/bin/python}"
+if [ ! -x "$PYTHON" ]; then
+    echo "error: $PYTHON not found; run 'bash scripts/setup.sh' first (or set PYTHON=/path/to/python)." >&2
+    exit 2
+fi
+export TOKENIZERS_PARALLELISM=false
+exec "$PYTHON" -m vla_rl.train \
+    --task_suite_name default \
+    --process_reward_model True \
+    --prm_reward_weight 0.1 \
+    --prm_reward_mode binary \
+    --save_video True \
+    --num_envs 8 \
+    --num_steps 32 \
+    --total_episodes 240 \
+    --num_epochs 2 \
+    --local_rollout_forward_batch_size 16 \
+    --eval_episodes 20 \
+    --save_freq 5 \
+    --exp_name "mini-$(date +%Y%m%d-%H%M%S)" \
+    "$@"

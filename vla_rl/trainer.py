@@ -1,0 +1,522 @@
+"""The PPO trainer behind ``python -m vla_rl.train`` (see :mod:`vla_rl.train`).
+
+One iteration: a rollout of ``num_steps x num_envs`` (:mod:`vla_rl.rollout`; PRM scoring deferred
+to the end of the rollout by default), GAE, ``num_epochs`` of clipped PPO over
+``num_minibatches`` minibatches (each accumulated in forward batches of
+``local_rollout_forward_batch_size``), metrics, and a checkpoint every ``save_freq`` iterations.
+The run ends after ``total_episodes`` finished episodes (or ``max_iterations``) with a final
+checkpoint and an evaluation on held-out seeds with annotated videos.
+
+Run directory ``run_root_dir/exp_name``: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
+``learning_curve.png``, ``videos/`` (training episodes), ``checkpoints/iter_NNNNNN/`` (+ a
+``latest`` pointer), ``eval/`` (summary JSON and videos of the final policy).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import shutil
+import time
+
+import numpy as np
+import torch
+
+from vla_rl import keys
+from vla_rl.config import TrainConfig, parse_config
+from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
+
+logger = logging.getLogger("vla_rl.train")
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+KEEP_CHECKPOINTS = 3
+
+
+# ----------------------------------------------------------------------------- components
+def build_prm(config: TrainConfig):
+    """The PRM of the config (``None`` when ``--process_reward_model False``)."""
+    from reward.base import DummyRM, OracleRM, RandomRM
+
+    if not config.prm.process_reward_model:
+        return None
+    name = config.prm.resolved_model()
+    if name == "dummy":
+        return DummyRM()
+    if name == "oracle":
+        return OracleRM("success")
+    if name == "oracle_progress":
+        return OracleRM("progress")
+    if name == "random":
+        return RandomRM(seed=config.run.seed)
+    from reward.qwen_prm import QwenProcessRM
+
+    return QwenProcessRM(
+        name,
+        adapter_path=config.prm.prm_checkpoint_path or None,
+        device=config.policy.device,
+        batch_size=max(32, config.env.num_envs),
+    )
+
+
+def apply_lora(policy, rank: int, alpha: int, adapter_path: str | None = None):
+    """Wrap the policy's language model linear layers with LoRA (vision tower frozen)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter_path:
+        policy.model = PeftModel.from_pretrained(policy.model, adapter_path, is_trainable=True)
+        return
+    targets = r"^model\.language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+    policy.model = get_peft_model(policy.model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets))
+
+
+def exported_model(policy, lora: bool):
+    """The model to save as a plain checkpoint (LoRA merged into a copy)."""
+    if not lora:
+        return policy.model
+    return copy.deepcopy(policy.model).merge_and_unload()
+
+
+class EpisodeVideos:
+    """Annotated videos of training episodes, built from the rollout buffers after the PRM
+    scored them (so deferred scoring still puts the PRM score of every frame on screen)."""
+
+    def __init__(self, folder: str, tasks: list[str], every: int, max_videos: int, threshold: float):
+        from reward.video import VideoSaver
+
+        self.saver = VideoSaver(folder, every=every, max_videos=max_videos, threshold=threshold)
+        self.tasks = tasks
+        self.current: list[dict | None] = [None] * len(tasks)
+
+    def add(self, batch, last_images: np.ndarray, actions: np.ndarray) -> None:
+        T, N = batch.valid.shape
+        for t in range(T):
+            for i in range(N):
+                if not batch.valid[t, i]:
+                    continue
+                episode = self.current[i]
+                if episode is None:
+                    episode = self.current[i] = {
+                        "frames": [batch.images[t, i]],
+                        "instruction": batch.instructions[t][i],
+                        "steps": [{"t": 0}],
+                        "total": 0.0,
+                    }
+                frame = batch.images[t + 1, i] if t + 1 < T else last_images[i]
+                reward = float(batch.env_rewards[t, i] + batch.prm_rewards[t, i])
+                episode["total"] += reward
+                done = bool(batch.terminated[t, i] or batch.truncated[t, i])
+                score = batch.prm_scores[t, i]
+                episode["frames"].append(frame)
+                episode["steps"].append(
+                    {
+                        "t": len(episode["steps"]),
+                        "action": actions[t, i],
+                        "env_reward": float(batch.env_rewards[t, i]),
+                        "score": None if not np.isfinite(score) else float(score),
+                        "prm_reward": float(batch.prm_rewards[t, i]),
+                        "return": episode["total"],
+                        "success": bool(batch.terminated[t, i]),
+                    }
+                )
+                if done:
+                    self.current[i] = None
+                    if self.saver.wants():
+                        self.saver.submit(
+                            episode["frames"],
+                            episode["steps"],
+                            episode["instruction"],
+                            self.tasks[i],
+                            bool(batch.terminated[t, i]),
+                        )
+
+    def close(self) -> None:
+        self.saver.close()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def latest_checkpoint(run_dir: str) -> str | None:
+    pointer = os.path.join(run_dir, CHECKPOINTS, LATEST)
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        path = os.path.join(run_dir, CHECKPOINTS, f.read().strip())
+    return path if os.path.isfile(os.path.join(path, "trainer_state.pt")) else None
+
+
+def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool) -> str:
+    """``checkpoints/iter_NNNNNN/`` (policy/, adapter/ with LoRA, trainer_state.pt), written
+    under a temporary name and renamed; then the ``latest`` pointer is replaced atomically.
+    A crash at any point leaves the previous checkpoint and pointer intact."""
+    from vla_rl.atomic import atomic_directory
+    from vla_rl.policy.checkpoint import save_policy
+
+    name = f"iter_{iteration:06d}"
+    folder = os.path.join(run_dir, CHECKPOINTS)
+    with atomic_directory(os.path.join(folder, name), overwrite=True) as tmp:
+        os.makedirs(os.path.join(tmp, "policy"))
+        save_policy(policy, os.path.join(tmp, "policy"), model=exported_model(policy, lora))
+        if lora:
+            policy.model.save_pretrained(os.path.join(tmp, "adapter"))
+        torch.save(
+            {**state, "optimizer": optimizer.state_dict(), "rng": rng_state()}, os.path.join(tmp, "trainer_state.pt")
+        )
+    pointer = os.path.join(folder, LATEST)
+    with open(f"{pointer}.tmp", "w") as f:
+        f.write(name)
+    os.replace(f"{pointer}.tmp", pointer)
+    kept = sorted(d for d in os.listdir(folder) if d.startswith("iter_") and "." not in d)
+    for old in kept[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
+    return os.path.join(folder, name)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+# ----------------------------------------------------------------------------- PPO update
+def ppo_update(policy, optimizer, batch, advantages, returns, config: TrainConfig, reference=None) -> dict:
+    """``num_epochs`` of clipped PPO over the valid samples of ``batch``; mean metrics."""
+    ppo = config.ppo
+    T, N = batch.valid.shape
+    flat = np.flatnonzero(batch.valid.reshape(-1))
+    images = batch.images.reshape(T * N, *batch.images.shape[2:])
+    states = batch.states.reshape(T * N, -1)
+    instructions = [text for row in batch.instructions for text in row]
+    token_ids = batch.token_ids.reshape(T * N, -1)
+    old_logprobs = batch.logprobs.reshape(-1)
+    old_values = batch.values.reshape(-1)
+    advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+    micro = config.policy.local_rollout_forward_batch_size
+    sums: dict[str, float] = {}
+    count = 0
+    stop = False
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    for _ in range(ppo.num_epochs):
+        order = np.random.permutation(flat)
+        for minibatch in np.array_split(order, min(ppo.num_minibatches, len(order))):
+            optimizer.zero_grad(set_to_none=True)
+            for start in range(0, len(minibatch), micro):
+                index = minibatch[start : start + micro]
+                idx = torch.from_numpy(index)
+                out = policy.evaluate(
+                    images[index],
+                    [instructions[i] for i in index],
+                    token_ids[idx],
+                    states[index] if policy.state_stats is not None else None,
+                    temperature=config.policy.temperature,
+                )
+                terms = ppo_loss(
+                    out["logprobs"],
+                    old_logprobs[idx].to(out["logprobs"].device),
+                    advantages[idx].to(out["logprobs"].device),
+                    out["values"],
+                    old_values[idx].to(out["values"].device),
+                    returns[idx].to(out["values"].device),
+                    entropy=out["entropy"],
+                    clip_coef=ppo.clip_coef,
+                    value_clip=ppo.value_clip or None,
+                    value_coef=ppo.value_coef,
+                    entropy_coef=ppo.entropy_coef,
+                )
+                loss = terms.loss
+                if reference is not None and ppo.kl_coef > 0:
+                    with torch.no_grad():
+                        ref = reference.evaluate(
+                            images[index],
+                            [instructions[i] for i in index],
+                            token_ids[idx],
+                            states[index] if policy.state_stats is not None else None,
+                            temperature=config.policy.temperature,
+                        )["logprobs"]
+                    log_ratio = ref.to(out["logprobs"].device) - out["logprobs"]
+                    kl = (log_ratio.exp() - log_ratio - 1).mean()  # k3 estimator of KL(pi || ref)
+                    loss = loss + ppo.kl_coef * kl
+                    _add(sums, "train/kl_ref", float(kl) * len(index))
+                (loss * len(index) / len(minibatch)).backward()
+                for name, value in (
+                    ("train/policy_loss", terms.policy_loss),
+                    ("train/value_loss", terms.value_loss),
+                    ("train/entropy", terms.entropy),
+                    ("train/approx_kl", terms.approx_kl),
+                    ("train/clipfrac", terms.clipfrac),
+                    ("train/ratio_mean", terms.ratio_mean),
+                ):
+                    _add(sums, name, float(value.detach()) * len(index))
+                count += len(index)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, ppo.max_grad_norm)
+            _add(sums, "train/grad_norm", float(grad_norm) * len(minibatch))
+            optimizer.step()
+        if ppo.target_kl and sums.get("train/approx_kl", 0.0) / max(count, 1) > ppo.target_kl:
+            stop = True
+            break
+    metrics = {k: v / max(count, 1) for k, v in sums.items()}
+    metrics["train/early_stop"] = float(stop)
+    return metrics
+
+
+def _add(sums: dict, key: str, value: float) -> None:
+    sums[key] = sums.get(key, 0.0) + value
+
+
+# ----------------------------------------------------------------------------- the run
+def rollout_metrics(batch, rollout_seconds: float) -> dict:
+    metrics = {}
+    episodes = batch.episodes
+    if episodes:
+        metrics["rollout/success_rate"] = float(np.mean([e["success"] for e in episodes]))
+        metrics["rollout/env_return"] = float(np.mean([e["env_return"] for e in episodes]))
+        metrics["rollout/return"] = float(np.mean([e["return"] for e in episodes]))
+        metrics["rollout/episode_length"] = float(np.mean([e["length"] for e in episodes]))
+        for task in sorted({e["task"] for e in episodes}):
+            rows = [e["success"] for e in episodes if e["task"] == task]
+            metrics[f"rollout/success_rate/{task}"] = float(np.mean(rows))
+    metrics["rollout/episodes"] = float(len(episodes))
+    valid = batch.valid
+    scores = batch.prm_scores[valid]
+    if np.isfinite(scores).any():
+        metrics["rollout/prm_score_mean"] = float(np.nanmean(scores))
+        metrics["reward/prm_reward_mean"] = float(batch.prm_rewards[valid].mean())
+    metrics["reward/env_reward_mean"] = float(batch.env_rewards[valid].mean())
+    metrics["rollout/value_mean"] = float(batch.values.numpy()[valid].mean())
+    steps = int(valid.sum())
+    metrics["perf/env_steps_per_s"] = steps / max(rollout_seconds, 1e-9)
+    return metrics
+
+
+def describe_backend(config: TrainConfig) -> str:
+    import importlib.util
+
+    cuda = torch.cuda.is_available()
+    vllm = importlib.util.find_spec("vllm") is not None
+    ray = importlib.util.find_spec("ray") is not None
+    why = []
+    if not cuda:
+        why.append("no CUDA device")
+    if not vllm:
+        why.append("vLLM not installed")
+    device = "cuda" if (config.policy.device == "auto" and cuda) else config.policy.device.replace("auto", "cpu")
+    note = f" ({', '.join(why)})" if why else ""
+    return (
+        f"rollout backend: transformers on {device}{note}; Ray {'available' if ray else 'not installed'}, "
+        f"single process; training: single-process PyTorch"
+    )
+
+
+def train(config: TrainConfig) -> dict:
+    """Run PPO as configured; returns the final summary (also written to ``summary.json``)."""
+    from reward.vector import VectorRewardWrapper
+    from vla_rl.metrics import MetricLogger
+    from vla_rl.policy.checkpoint import load_policy
+    from vla_rl.rollout import Rollout, make_env_fns
+
+    run_dir = config.run_dir
+    resume_from = latest_checkpoint(run_dir) if config.run.resume else None
+    if config.run.resume and resume_from is None:
+        raise FileNotFoundError(f"--resume True but {run_dir} has no checkpoint; start without --resume.")
+    if not config.run.resume and os.path.isdir(os.path.join(run_dir, CHECKPOINTS)):
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume True to continue it or a new --exp_name.")
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    random.seed(config.run.seed)
+    np.random.seed(config.run.seed)
+    torch.manual_seed(config.run.seed)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
+    print(describe_backend(config), flush=True)
+
+    lora = config.policy.lora_rank > 0
+    policy_path = config.policy.vla_path
+    if resume_from is not None and not lora:
+        policy_path = os.path.join(resume_from, "policy")
+    policy = load_policy(
+        policy_path, device=config.policy.device, max_batch=config.policy.local_rollout_forward_batch_size
+    )
+    if resume_from is not None and lora:
+        apply_lora(policy, config.policy.lora_rank, config.policy.lora_alpha, os.path.join(resume_from, "adapter"))
+        from safetensors.torch import load_file
+
+        policy.value_head.load_state_dict(load_file(os.path.join(resume_from, "policy", "value_head.safetensors")))
+    elif lora:
+        apply_lora(policy, config.policy.lora_rank, config.policy.lora_alpha)
+    policy.value_trunk_grad = config.ppo.value_trunk_grad
+    reference = None
+    if config.ppo.kl_coef > 0:
+        reference = load_policy(
+            config.policy.vla_path,
+            device=config.policy.device,
+            max_batch=config.policy.local_rollout_forward_batch_size,
+        )
+        reference.requires_grad_(False)
+    image_size = config.env.image_size or policy.image_size or 56
+    tasks = config.env.tasks
+
+    prm = build_prm(config)
+    fns, assigned = make_env_fns(tasks, config.env.num_envs, image_size, config.env.max_env_length)
+    import gymnasium as gym
+
+    env = gym.vector.SyncVectorEnv(fns)
+    if prm is not None:
+        env = VectorRewardWrapper(
+            env,
+            prm,
+            weight=config.prm.prm_reward_weight,
+            mode=config.prm.prm_reward_mode,
+            threshold=config.prm.prm_threshold,
+            gamma=config.ppo.gamma,
+            deferred=config.prm.prm_deferred,
+        )
+    print(
+        f"PRM: {'off' if prm is None else type(prm).__name__ + ' ' + config.prm.resolved_model()}; "
+        f"tasks {tasks}; {config.env.num_envs} envs at {image_size} px",
+        flush=True,
+    )
+
+    policy.model.train()
+    model_params = [p for p in policy.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model_params, "lr": config.ppo.learning_rate},
+            {"params": list(policy.value_head.parameters()), "lr": config.ppo.value_learning_rate},
+        ],
+        weight_decay=0.0,
+        eps=1e-5,
+    )
+    state = {"iteration": 0, "global_step": 0, "episodes": 0}
+    if resume_from is not None:
+        saved = torch.load(os.path.join(resume_from, "trainer_state.pt"), weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"])
+        state = {k: saved[k] for k in state}
+        print(f"resumed from {resume_from} at iteration {state['iteration']}, step {state['global_step']}", flush=True)
+    rollout = Rollout(
+        env,
+        policy,
+        assigned,
+        config.ppo.num_steps,
+        config.policy.temperature,
+        seed=config.run.seed * 100_003 + state["iteration"] * 1_009,
+    )
+    videos = None
+    if config.run.save_video:
+        videos = EpisodeVideos(
+            os.path.join(run_dir, "videos"),
+            assigned,
+            config.run.video_every,
+            config.run.max_videos,
+            config.prm.prm_threshold,
+        )
+    metrics_log = MetricLogger(
+        run_dir,
+        config.to_dict(),
+        config.run.use_wandb,
+        config.run.wandb_offline,
+        config.run.wandb_project,
+        config.run_name,
+    )
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=config.ppo.total_episodes,
+        initial=min(state["episodes"], config.ppo.total_episodes),
+        desc="PPO",
+        unit="ep",
+        disable=not config.run.progress,
+        dynamic_ncols=True,
+    )
+    totals = {"env": 0.0, "policy": 0.0, "prm": 0.0, "update": 0.0}
+    try:
+        while state["episodes"] < config.ppo.total_episodes and not (
+            config.ppo.max_iterations and state["iteration"] >= config.ppo.max_iterations
+        ):
+            start = time.perf_counter()
+            policy.model.eval()
+            batch = rollout.collect()
+            rollout_seconds = time.perf_counter() - start
+            if videos is not None:
+                actions = policy.action_tokenizer.decode(batch.token_ids.numpy())
+                videos.add(batch, rollout.observations[keys.IMAGE], actions)
+            advantages, returns = compute_gae(
+                torch.from_numpy(batch.rewards).float(),
+                batch.values,
+                batch.next_values,
+                torch.from_numpy(batch.terminated),
+                torch.from_numpy(batch.truncated),
+                torch.from_numpy(batch.valid),
+                config.ppo.gamma,
+                config.ppo.gae_lambda,
+            )
+            valid = torch.from_numpy(batch.valid)
+            if config.ppo.norm_adv:
+                advantages = torch.where(valid, normalize_advantages(advantages, valid), torch.zeros_like(advantages))
+            update_start = time.perf_counter()
+            policy.model.train()
+            metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference)
+            update_seconds = time.perf_counter() - update_start
+            state["iteration"] += 1
+            state["global_step"] += int(batch.valid.sum())
+            state["episodes"] += len(batch.episodes)
+            metrics.update(rollout_metrics(batch, rollout_seconds))
+            for key, seconds in (*batch.timing.items(), ("update", update_seconds)):
+                totals[key] += seconds
+                metrics[f"perf/time_{key}"] = seconds
+            overall = sum(totals.values())
+            for key, seconds in totals.items():
+                metrics[f"perf/share_{key}"] = seconds / max(overall, 1e-9)
+            metrics["progress/episodes"] = state["episodes"]
+            metrics["progress/iteration"] = state["iteration"]
+            metrics_log.log(metrics, state["global_step"])
+            bar.update(min(state["episodes"], config.ppo.total_episodes) - bar.n)
+            bar.set_postfix(it=state["iteration"], success=f"{metrics.get('rollout/success_rate', float('nan')):.2f}")
+            tqdm.write(f"iter {state['iteration']:4d} | episodes {state['episodes']:5d} | {metrics_log.line(metrics)}")
+            if state["iteration"] % config.run.save_freq == 0:
+                save_checkpoint(
+                    run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora
+                )
+    finally:
+        bar.close()
+        env.close()
+        if videos is not None:
+            videos.close()
+    final = save_checkpoint(run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora)
+    metrics_log.close()
+    summary = {
+        "run_dir": run_dir,
+        "final_checkpoint": final,
+        **state,
+        "time_share": {k: v / max(sum(totals.values()), 1e-9) for k, v in totals.items()},
+        "seconds": totals,
+    }
+    if config.run.eval_episodes:
+        from vla_rl.evaluate import evaluate_policy
+
+        policy.model.eval()
+        print(f"final evaluation: {config.run.eval_episodes} held-out seeds per task", flush=True)
+        summary["eval"] = evaluate_policy(
+            policy,
+            tasks,
+            config.run.eval_episodes,
+            image_size,
+            num_envs=config.env.num_envs,
+            max_env_length=config.env.max_env_length or None,
+            video_dir=os.path.join(run_dir, "eval", "videos") if config.run.eval_videos else None,
+            videos_per_task=config.run.eval_videos,
+            prm=prm if hasattr(prm, "model") else None,
+            progress=config.run.progress,
+        )
+        for task, row in summary["eval"]["tasks"].items():
+            print(f"eval {task:>12}: success {row['success_rate']:.3f} over {row['episodes']} held-out seeds")
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    print(f"run written to {run_dir} (learning curve: {os.path.join(run_dir, 'learning_curve.png')})")
+    return summary
