@@ -33,5 +33,4 @@ echo "[2/3] untrained vla-small checkpoint"
 echo "[3/3] behaviour cloning ($SFT_STEPS steps) + closed-loop eval on $EVAL_EPISODES held-out seeds per task"
 "$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-init" --out "$OUT" --steps "$SFT_STEPS" \
     --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
-rm -f "$OUT/chat_template.jinja"
 echo "built $OUT in $(( $(date +%s) - start )) s ($(du -sh "$OUT" | cut -f1))"

@@ -192,9 +192,10 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         scheduler.step()
         with torch.no_grad():
             accuracy = float((logits.argmax(-1) == bins.to(logits.device)).float().mean())
-        ema = float(loss) if ema is None else 0.98 * ema + 0.02 * float(loss)
+        value = float(loss.detach())
+        ema = value if ema is None else 0.98 * ema + 0.02 * value
         if step % 50 == 0 or step == config.steps - 1:
-            history.append({"step": step, "loss": float(loss), "token_accuracy": accuracy})
+            history.append({"step": step, "loss": value, "token_accuracy": accuracy})
             bar.set_postfix(loss=f"{ema:.3f}", acc=f"{accuracy:.2f}")
     bar.close()
     train_seconds = time.perf_counter() - start

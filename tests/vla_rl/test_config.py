@@ -10,11 +10,29 @@ from vla_rl.cli import str2bool
 from vla_rl.config import TASK_SUITES, build_parser, parse_config
 
 DOCUMENTED = [
-    "--process_reward_model", "--prm_model_name_or_path", "--prm_checkpoint_path", "--prm_reward_weight",
-    "--prm_reward_mode", "--save_video", "--local_rollout_forward_batch_size", "--vla_path", "--task_ids",
-    "--task_suite_name", "--num_steps", "--max_env_length", "--temperature", "--learning_rate",
-    "--value_learning_rate", "--num_epochs", "--total_episodes", "--seed", "--run_root_dir", "--use_wandb",
-    "--wandb_offline", "--save_freq", "--resume",
+    "--process_reward_model",
+    "--prm_model_name_or_path",
+    "--prm_checkpoint_path",
+    "--prm_reward_weight",
+    "--prm_reward_mode",
+    "--save_video",
+    "--local_rollout_forward_batch_size",
+    "--vla_path",
+    "--task_ids",
+    "--task_suite_name",
+    "--num_steps",
+    "--max_env_length",
+    "--temperature",
+    "--learning_rate",
+    "--value_learning_rate",
+    "--num_epochs",
+    "--total_episodes",
+    "--seed",
+    "--run_root_dir",
+    "--use_wandb",
+    "--wandb_offline",
+    "--save_freq",
+    "--resume",
 ]
 
 
@@ -30,11 +48,31 @@ def test_every_documented_flag_is_in_help():
 
 
 def test_flags_land_in_their_components(tiny_qwen):
-    config = parse_config([
-        "--vla_path", tiny_qwen, "--process_reward_model", "False", "--prm_reward_weight", "0.3",
-        "--prm_reward_mode", "potential", "--save_video", "True", "--task_ids", "reach", "push",
-        "--num_envs", "4", "--learning_rate", "1e-4", "--resume", "false", "--use_wandb", "False",
-    ])
+    config = parse_config(
+        [
+            "--vla_path",
+            tiny_qwen,
+            "--process_reward_model",
+            "False",
+            "--prm_reward_weight",
+            "0.3",
+            "--prm_reward_mode",
+            "potential",
+            "--save_video",
+            "True",
+            "--task_ids",
+            "reach",
+            "push",
+            "--num_envs",
+            "4",
+            "--learning_rate",
+            "1e-4",
+            "--resume",
+            "false",
+            "--use_wandb",
+            "False",
+        ]
+    )
     assert config.prm.process_reward_model is False and config.prm.prm_reward_weight == 0.3
     assert config.prm.prm_reward_mode == "potential" and config.run.save_video is True
     assert config.env.tasks == ["reach", "push"] and config.ppo.learning_rate == 1e-4
@@ -68,7 +106,9 @@ def test_bad_value_fails_fast_from_the_command_line(tiny_qwen):
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "vla_rl.train", "--vla_path", tiny_qwen, "--prm_reward_weight", "nan"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "--prm_reward_weight" in result.stderr or "prm_reward_weight" in result.stderr

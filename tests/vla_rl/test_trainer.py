@@ -14,26 +14,80 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def small_run(tiny_qwen, root, *extra):
-    return parse_config([
-        "--vla_path", tiny_qwen, "--task_ids", "reach", "--num_envs", "2", "--num_steps", "6",
-        "--num_epochs", "2", "--num_minibatches", "2", "--local_rollout_forward_batch_size", "4",
-        "--image_size", "56", "--max_env_length", "5", "--total_episodes", "1000", "--max_iterations", "2",
-        "--eval_episodes", "2", "--eval_videos", "1", "--save_freq", "1", "--progress", "False",
-        "--run_root_dir", str(root), "--exp_name", "run", "--threads", "2", *extra,
-    ])
+    return parse_config(
+        [
+            "--vla_path",
+            tiny_qwen,
+            "--task_ids",
+            "reach",
+            "--num_envs",
+            "2",
+            "--num_steps",
+            "6",
+            "--num_epochs",
+            "2",
+            "--num_minibatches",
+            "2",
+            "--local_rollout_forward_batch_size",
+            "4",
+            "--image_size",
+            "56",
+            "--max_env_length",
+            "5",
+            "--total_episodes",
+            "1000",
+            "--max_iterations",
+            "2",
+            "--eval_episodes",
+            "2",
+            "--eval_videos",
+            "1",
+            "--save_freq",
+            "1",
+            "--progress",
+            "False",
+            "--run_root_dir",
+            str(root),
+            "--exp_name",
+            "run",
+            "--threads",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tmp_path):
-    config = small_run(tiny_qwen, tmp_path, "--process_reward_model", "True",
-                       "--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob",
-                       "--save_video", "True", "--video_every", "1")
+    config = small_run(
+        tiny_qwen,
+        tmp_path,
+        "--process_reward_model",
+        "True",
+        "--prm_model_name_or_path",
+        "oracle_progress",
+        "--prm_reward_mode",
+        "prob",
+        "--save_video",
+        "True",
+        "--video_every",
+        "1",
+    )
     summary = train(config)
     run = tmp_path / "run"
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert len(rows) == 2 and rows[-1]["progress/iteration"] == 2
-    for key in ("rollout/success_rate", "rollout/env_return", "rollout/prm_score_mean", "reward/prm_reward_mean",
-                "train/policy_loss", "train/value_loss", "train/approx_kl", "train/clipfrac",
-                "perf/env_steps_per_s", "perf/share_policy"):
+    for key in (
+        "rollout/success_rate",
+        "rollout/env_return",
+        "rollout/prm_score_mean",
+        "reward/prm_reward_mean",
+        "train/policy_loss",
+        "train/value_loss",
+        "train/approx_kl",
+        "train/clipfrac",
+        "perf/env_steps_per_s",
+        "perf/share_policy",
+    ):
         assert key in rows[-1], key
     # A rollout-sourced old log-prob: after the first minibatch step the ratio moves off 1.
     assert rows[0]["train/approx_kl"] > 0
@@ -47,8 +101,20 @@ def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tm
 
     # Resume: same step counter and optimizer state, continues to iteration 3.
     saved = torch.load(os.path.join(last, "trainer_state.pt"), weights_only=False)
-    resumed = train(small_run(tiny_qwen, tmp_path, "--resume", "True", "--max_iterations", "3",
-                              "--process_reward_model", "False", "--eval_episodes", "0"))
+    resumed = train(
+        small_run(
+            tiny_qwen,
+            tmp_path,
+            "--resume",
+            "True",
+            "--max_iterations",
+            "3",
+            "--process_reward_model",
+            "False",
+            "--eval_episodes",
+            "0",
+        )
+    )
     assert resumed["iteration"] == 3 and resumed["global_step"] > saved["global_step"]
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
     assert [r["progress/iteration"] for r in rows] == [1, 2, 3]
@@ -65,8 +131,9 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_qwen, tmp_path):
 def test_interrupted_checkpoint_write_keeps_the_last_good_one(tiny_qwen, tmp_path, monkeypatch):
     from vla_rl import trainer
 
-    config = small_run(tiny_qwen, tmp_path, "--max_iterations", "1", "--eval_episodes", "0",
-                       "--process_reward_model", "False")
+    config = small_run(
+        tiny_qwen, tmp_path, "--max_iterations", "1", "--eval_episodes", "0", "--process_reward_model", "False"
+    )
     train(config)
     good = latest_checkpoint(str(tmp_path / "run"))
     before = sorted(os.listdir(good))
@@ -86,9 +153,22 @@ def test_interrupted_checkpoint_write_keeps_the_last_good_one(tiny_qwen, tmp_pat
 
 
 def test_lora_policy_trains_only_adapters(tiny_qwen, tmp_path):
-    config = small_run(tiny_qwen, tmp_path, "--max_iterations", "1", "--eval_episodes", "0",
-                       "--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob",
-                       "--lora_rank", "4", "--learning_rate", "1e-2")
+    config = small_run(
+        tiny_qwen,
+        tmp_path,
+        "--max_iterations",
+        "1",
+        "--eval_episodes",
+        "0",
+        "--prm_model_name_or_path",
+        "oracle_progress",
+        "--prm_reward_mode",
+        "prob",
+        "--lora_rank",
+        "4",
+        "--learning_rate",
+        "1e-2",
+    )
     from vla_rl.policy.checkpoint import load_policy
 
     base = load_policy(tiny_qwen)

@@ -1,0 +1,98 @@
+"""Behaviour cloning end to end on the tiny checkpoint, policy checkpoints, the position frame."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from envs.demos import record
+from vla_rl.policy.checkpoint import load_policy, save_policy
+from vla_rl.qwen.processor import QwenImageProcessor, position_image
+from vla_rl.sft import SFTConfig, soft_targets, train_sft
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demos") / "reach")
+    record(["reach"], episodes=3, out=out, image_size=56, action_noise=0.2, progress_bar=False)
+    return out
+
+
+def test_soft_targets_are_normalised_gaussians_around_the_bin():
+    targets = soft_targets(torch.tensor([[0, 100, 255]]), sigma=2.0)
+    assert targets.shape == (1, 3, 256)
+    torch.testing.assert_close(targets.sum(-1), torch.ones(1, 3))
+    assert int(targets[0, 1].argmax()) == 100 and targets[0, 1, 99] == targets[0, 1, 101]
+    assert torch.equal(
+        soft_targets(torch.tensor([7]), sigma=0.0)[0], torch.nn.functional.one_hot(torch.tensor(7), 256).float()
+    )
+
+
+def test_clean_expert_labels_are_recorded_beside_noisy_actions(demos):
+    from envs.demos import iter_episodes
+
+    _, episode = next(iter_episodes(demos))
+    assert episode.expert_actions.shape == episode.actions.shape
+    assert not np.allclose(episode.expert_actions, episode.actions)  # noise was executed, not labelled
+    assert np.abs(episode.expert_actions).max() <= 1.0
+
+
+def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny_qwen, tmp_path):
+    out = str(tmp_path / "policy")
+    summary = train_sft(
+        SFTConfig(data=[demos], vla_path=tiny_qwen, out=out, steps=6, batch_size=8, warmup_steps=2, eval_episodes=2),
+        progress=False,
+    )
+    assert summary["samples"] > 0 and np.isfinite(summary["final_loss"])
+    assert summary["eval"]["tasks"]["reach"]["episodes"] == 2
+    policy = load_policy(out)
+    assert policy.state_stats is not None and policy.action_tokenizer.stats is not None
+    assert policy.image_size == 56
+    with open(os.path.join(out, "vla_policy.json")) as f:
+        assert json.load(f)["tasks"] == ["VLARL/Reach-v0"]
+    history = json.load(open(os.path.join(out, "sft_summary.json")))["history"]
+    assert history[0]["step"] == 0
+    frames = np.zeros((2, 56, 56, 3), np.uint8)
+    with pytest.raises(ValueError, match="proprioceptive state"):
+        policy.act(frames, ["touch the red block"] * 2)
+    states = np.zeros((2, 8), np.float32)
+    states[1, :3] = 0.3  # a different state gives a different prompt
+    out_a = policy.act(frames, ["touch the red block"] * 2, states, greedy=True)
+    assert out_a["actions"].shape == (2, 7)
+    # Round trip: saving and loading gives the same greedy actions and values.
+    again = str(tmp_path / "again")
+    os.makedirs(again)
+    save_policy(policy, again)
+    reloaded = load_policy(again)
+    out_b = reloaded.act(frames, ["touch the red block"] * 2, states, greedy=True)
+    assert torch.equal(out_a["token_ids"], out_b["token_ids"])
+    torch.testing.assert_close(out_a["values"], out_b["values"])
+
+
+def test_sft_rejects_bad_input_before_loading(tiny_qwen, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--data"):
+        train_sft(SFTConfig(data=[str(tmp_path)], vla_path=tiny_qwen, out=str(tmp_path / "o")))
+
+
+def test_position_frame_carries_patch_coordinates():
+    base = {"patch_size": 7, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 196, "max_pixels": 224 * 224}
+    plain = QwenImageProcessor(base)
+    with_position = QwenImageProcessor({**base, "vla_rl_position_frame": True})
+    frames = np.random.default_rng(0).integers(0, 256, (2, 56, 56, 3), dtype=np.uint8)
+    a, grid_a = plain(frames)
+    b, grid_b = with_position(frames)
+    assert torch.equal(grid_a, grid_b) and a.shape == b.shape == (2 * 64, 3 * 2 * 49)
+    patches_a = a.reshape(-1, 3, 2, 49)
+    patches_b = b.reshape(-1, 3, 2, 49)
+    torch.testing.assert_close(patches_a[:, :, 0], patches_b[:, :, 0])  # the frame itself is unchanged
+    torch.testing.assert_close(patches_a[:, :, 1], patches_a[:, :, 0])  # plain: a copy of the frame
+    # With the position frame the second slot is the same for both frames and differs per patch.
+    torch.testing.assert_close(patches_b[:64, :, 1], patches_b[64:, :, 1])
+    assert len({round(float(p[0].mean()), 4) for p in patches_b[:64, :, 1]}) > 4
+    assert position_image(56, 56).shape == (1, 3, 56, 56)
+    with pytest.raises(ValueError, match="multiples of 14"):
+        with_position(np.zeros((1, 50, 50, 3), np.uint8))
