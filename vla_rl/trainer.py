@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vla_rl import keys
-from vla_rl.config import TrainConfig, parse_config
+from vla_rl.config import TrainConfig
 from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
 
 logger = logging.getLogger("vla_rl.train")
