@@ -24,7 +24,7 @@ exec "$PYTHON" -m vla_rl.train \
     --save_video True \
     --num_envs 8 \
     --num_steps 32 \
-    --total_episodes 240 \
+    --total_episodes 160 \
     --num_epochs 2 \
     --local_rollout_forward_batch_size 16 \
     --eval_episodes 20 \
