@@ -208,13 +208,13 @@ def ppo_update(policy, optimizer, batch, advantages, returns, config: TrainConfi
             for start in range(0, len(minibatch), micro):
                 index = minibatch[start : start + micro]
                 idx = torch.from_numpy(index)
-                out = policy.evaluate(
+                inputs = (
                     images[index],
                     [instructions[i] for i in index],
                     token_ids[idx],
                     states[index] if policy.state_stats is not None else None,
-                    temperature=config.policy.temperature,
                 )
+                out = policy.evaluate(*inputs, temperature=config.policy.temperature)
                 terms = ppo_loss(
                     out["logprobs"],
                     old_logprobs[idx].to(out["logprobs"].device),
@@ -231,13 +231,7 @@ def ppo_update(policy, optimizer, batch, advantages, returns, config: TrainConfi
                 loss = terms.loss
                 if reference is not None and ppo.kl_coef > 0:
                     with torch.no_grad():
-                        ref = reference.evaluate(
-                            images[index],
-                            [instructions[i] for i in index],
-                            token_ids[idx],
-                            states[index] if policy.state_stats is not None else None,
-                            temperature=config.policy.temperature,
-                        )["logprobs"]
+                        ref = reference.evaluate(*inputs, temperature=config.policy.temperature)["logprobs"]
                     log_ratio = ref.to(out["logprobs"].device) - out["logprobs"]
                     kl = (log_ratio.exp() - log_ratio - 1).mean()  # k3 estimator of KL(pi || ref)
                     loss = loss + ppo.kl_coef * kl

@@ -179,3 +179,26 @@ def test_lora_policy_trains_only_adapters(tiny_qwen, tmp_path):
     changed = [n for n, p in merged.model.named_parameters() if not torch.equal(p, base_vision[n])]
     assert changed and all("language_model" in n for n in changed)
     assert not any("visual" in n for n in changed)
+
+
+def test_kl_to_the_frozen_initial_policy_is_logged(tiny_qwen, tmp_path):
+    config = small_run(
+        tiny_qwen,
+        tmp_path,
+        "--max_iterations",
+        "1",
+        "--eval_episodes",
+        "0",
+        "--prm_model_name_or_path",
+        "oracle_progress",
+        "--prm_reward_mode",
+        "prob",
+        "--kl_coef",
+        "0.1",
+        "--learning_rate",
+        "1e-3",
+    )
+    train(config)
+    row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
+    # The first minibatch starts at the reference (KL 0); later ones have moved away from it.
+    assert row["train/kl_ref"] > 0
