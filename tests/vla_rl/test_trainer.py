@@ -56,6 +56,12 @@ def small_run(tiny_qwen, root, *extra):
     )
 
 
+def one_rewarded_iteration(tiny_qwen, root, *extra):
+    """One iteration with a dense reward (privileged progress), so every update has signal."""
+    dense = ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob"]
+    return small_run(tiny_qwen, root, "--max_iterations", "1", "--eval_episodes", "0", *dense, *extra)
+
+
 def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tmp_path):
     config = small_run(
         tiny_qwen,
@@ -152,22 +158,7 @@ def test_interrupted_checkpoint_write_keeps_the_last_good_one(tiny_qwen, tmp_pat
 
 
 def test_lora_policy_trains_only_adapters(tiny_qwen, tmp_path):
-    config = small_run(
-        tiny_qwen,
-        tmp_path,
-        "--max_iterations",
-        "1",
-        "--eval_episodes",
-        "0",
-        "--prm_model_name_or_path",
-        "oracle_progress",
-        "--prm_reward_mode",
-        "prob",
-        "--lora_rank",
-        "4",
-        "--learning_rate",
-        "1e-2",
-    )
+    config = one_rewarded_iteration(tiny_qwen, tmp_path, "--lora_rank", "4", "--learning_rate", "1e-2")
     from vla_rl.policy.checkpoint import load_policy
 
     base = load_policy(tiny_qwen)
@@ -182,22 +173,7 @@ def test_lora_policy_trains_only_adapters(tiny_qwen, tmp_path):
 
 
 def test_kl_to_the_frozen_initial_policy_is_logged(tiny_qwen, tmp_path):
-    config = small_run(
-        tiny_qwen,
-        tmp_path,
-        "--max_iterations",
-        "1",
-        "--eval_episodes",
-        "0",
-        "--prm_model_name_or_path",
-        "oracle_progress",
-        "--prm_reward_mode",
-        "prob",
-        "--kl_coef",
-        "0.1",
-        "--learning_rate",
-        "1e-3",
-    )
+    config = one_rewarded_iteration(tiny_qwen, tmp_path, "--kl_coef", "0.1", "--learning_rate", "1e-3")
     train(config)
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
     # The first minibatch starts at the reference (KL 0); later ones have moved away from it.
