@@ -211,12 +211,6 @@ class TrainConfig:
 
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        parts = {f.name: f.type for f in fields(cls)}
-        kinds = {"policy": PolicyConfig, "env": EnvConfig, "prm": PRMConfig, "ppo": PPOConfig, "run": RunConfig}
-        return cls(**{name: kinds[name](**data.get(name, {})) for name in parts})
-
 
 COMPONENTS = {"policy": PolicyConfig, "env": EnvConfig, "prm": PRMConfig, "ppo": PPOConfig, "run": RunConfig}
 TITLES = {"policy": "policy", "env": "environments", "prm": "process reward model", "ppo": "PPO", "run": "run"}

@@ -117,7 +117,7 @@ class Rollout:
             start = time.perf_counter()
             self.observations, rewards, term, trunc, infos = self.env.step(actions)
             timing["env"] += time.perf_counter() - start
-            env_rewards[t] = infos.get(keys.ENV_REWARD, rewards) if keys.ENV_REWARD in infos else rewards
+            env_rewards[t] = infos.get(keys.ENV_REWARD, rewards)
             if keys.PRM_REWARD in infos:  # per-step PRM scoring
                 prm_rewards[t] = infos[keys.PRM_REWARD]
                 prm_scores[t] = infos[keys.PRM_SCORE]
@@ -179,5 +179,59 @@ class Rollout:
                     self.lengths[i] = 0
         return finished
 
-    def state_dict(self) -> dict:
-        return {"returns": self.returns.copy(), "env_returns": self.env_returns.copy(), "lengths": self.lengths.copy()}
+
+class EpisodeVideos:
+    """Annotated videos of training episodes, built from the rollout buffers after the PRM
+    scored them (so deferred scoring still puts the PRM score of every frame on screen)."""
+
+    def __init__(self, folder: str, tasks: list[str], every: int, max_videos: int, threshold: float):
+        from reward.video import VideoSaver
+
+        self.saver = VideoSaver(folder, every=every, max_videos=max_videos, threshold=threshold)
+        self.tasks = tasks
+        self.current: list[dict | None] = [None] * len(tasks)
+
+    def add(self, batch, last_images: np.ndarray, actions: np.ndarray) -> None:
+        T, N = batch.valid.shape
+        for t in range(T):
+            for i in range(N):
+                if not batch.valid[t, i]:
+                    continue
+                episode = self.current[i]
+                if episode is None:
+                    episode = self.current[i] = {
+                        "frames": [batch.images[t, i]],
+                        "instruction": batch.instructions[t][i],
+                        "steps": [{"t": 0}],
+                        "total": 0.0,
+                    }
+                frame = batch.images[t + 1, i] if t + 1 < T else last_images[i]
+                reward = float(batch.env_rewards[t, i] + batch.prm_rewards[t, i])
+                episode["total"] += reward
+                done = bool(batch.terminated[t, i] or batch.truncated[t, i])
+                score = batch.prm_scores[t, i]
+                episode["frames"].append(frame)
+                episode["steps"].append(
+                    {
+                        "t": len(episode["steps"]),
+                        "action": actions[t, i],
+                        "env_reward": float(batch.env_rewards[t, i]),
+                        "score": None if not np.isfinite(score) else float(score),
+                        "prm_reward": float(batch.prm_rewards[t, i]),
+                        "return": episode["total"],
+                        "success": bool(batch.terminated[t, i]),
+                    }
+                )
+                if done:
+                    self.current[i] = None
+                    if self.saver.wants():
+                        self.saver.submit(
+                            episode["frames"],
+                            episode["steps"],
+                            episode["instruction"],
+                            self.tasks[i],
+                            bool(batch.terminated[t, i]),
+                        )
+
+    def close(self) -> None:
+        self.saver.close()

@@ -201,12 +201,8 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     train_seconds = time.perf_counter() - start
     model.eval()
     with atomic_directory(config.out, config.overwrite) as tmp:
-        save_policy(policy, tmp, image_size=demos.image_size)
-        with open(os.path.join(tmp, "vla_policy.json")) as f:
-            policy_config = json.load(f)
-        policy_config["tasks"] = demos.tasks
-        with open(os.path.join(tmp, "vla_policy.json"), "w") as f:
-            json.dump(policy_config, f, indent=2)
+        policy.tasks = demos.tasks
+        save_policy(policy, tmp)
         with open(os.path.join(tmp, "sft_summary.json"), "w") as f:
             json.dump(
                 {

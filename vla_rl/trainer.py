@@ -14,25 +14,28 @@ Run directory ``run_root_dir/exp_name``: ``config.json``, ``metrics.jsonl``, ``t
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import random
-import shutil
 import time
 
 import numpy as np
 import torch
 
 from vla_rl import keys
+from vla_rl.checkpointing import (
+    CHECKPOINTS,
+    latest_checkpoint,
+    load_run_policy,
+    load_trainer_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from vla_rl.config import TrainConfig
 from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
 
 logger = logging.getLogger("vla_rl.train")
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-KEEP_CHECKPOINTS = 3
 
 
 # ----------------------------------------------------------------------------- components
@@ -59,128 +62,6 @@ def build_prm(config: TrainConfig):
         device=config.policy.device,
         batch_size=max(32, config.env.num_envs),
     )
-
-
-def apply_lora(policy, rank: int, alpha: int, adapter_path: str | None = None):
-    """Wrap the policy's language model linear layers with LoRA (vision tower frozen)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    if adapter_path:
-        policy.model = PeftModel.from_pretrained(policy.model, adapter_path, is_trainable=True)
-        return
-    targets = r"^model\.language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-    policy.model = get_peft_model(policy.model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets))
-
-
-def exported_model(policy, lora: bool):
-    """The model to save as a plain checkpoint (LoRA merged into a copy)."""
-    if not lora:
-        return policy.model
-    return copy.deepcopy(policy.model).merge_and_unload()
-
-
-class EpisodeVideos:
-    """Annotated videos of training episodes, built from the rollout buffers after the PRM
-    scored them (so deferred scoring still puts the PRM score of every frame on screen)."""
-
-    def __init__(self, folder: str, tasks: list[str], every: int, max_videos: int, threshold: float):
-        from reward.video import VideoSaver
-
-        self.saver = VideoSaver(folder, every=every, max_videos=max_videos, threshold=threshold)
-        self.tasks = tasks
-        self.current: list[dict | None] = [None] * len(tasks)
-
-    def add(self, batch, last_images: np.ndarray, actions: np.ndarray) -> None:
-        T, N = batch.valid.shape
-        for t in range(T):
-            for i in range(N):
-                if not batch.valid[t, i]:
-                    continue
-                episode = self.current[i]
-                if episode is None:
-                    episode = self.current[i] = {
-                        "frames": [batch.images[t, i]],
-                        "instruction": batch.instructions[t][i],
-                        "steps": [{"t": 0}],
-                        "total": 0.0,
-                    }
-                frame = batch.images[t + 1, i] if t + 1 < T else last_images[i]
-                reward = float(batch.env_rewards[t, i] + batch.prm_rewards[t, i])
-                episode["total"] += reward
-                done = bool(batch.terminated[t, i] or batch.truncated[t, i])
-                score = batch.prm_scores[t, i]
-                episode["frames"].append(frame)
-                episode["steps"].append(
-                    {
-                        "t": len(episode["steps"]),
-                        "action": actions[t, i],
-                        "env_reward": float(batch.env_rewards[t, i]),
-                        "score": None if not np.isfinite(score) else float(score),
-                        "prm_reward": float(batch.prm_rewards[t, i]),
-                        "return": episode["total"],
-                        "success": bool(batch.terminated[t, i]),
-                    }
-                )
-                if done:
-                    self.current[i] = None
-                    if self.saver.wants():
-                        self.saver.submit(
-                            episode["frames"],
-                            episode["steps"],
-                            episode["instruction"],
-                            self.tasks[i],
-                            bool(batch.terminated[t, i]),
-                        )
-
-    def close(self) -> None:
-        self.saver.close()
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def latest_checkpoint(run_dir: str) -> str | None:
-    pointer = os.path.join(run_dir, CHECKPOINTS, LATEST)
-    if not os.path.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        path = os.path.join(run_dir, CHECKPOINTS, f.read().strip())
-    return path if os.path.isfile(os.path.join(path, "trainer_state.pt")) else None
-
-
-def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool) -> str:
-    """``checkpoints/iter_NNNNNN/`` (policy/, adapter/ with LoRA, trainer_state.pt), written
-    under a temporary name and renamed; then the ``latest`` pointer is replaced atomically.
-    A crash at any point leaves the previous checkpoint and pointer intact."""
-    from vla_rl.atomic import atomic_directory
-    from vla_rl.policy.checkpoint import save_policy
-
-    name = f"iter_{iteration:06d}"
-    folder = os.path.join(run_dir, CHECKPOINTS)
-    with atomic_directory(os.path.join(folder, name), overwrite=True) as tmp:
-        os.makedirs(os.path.join(tmp, "policy"))
-        save_policy(policy, os.path.join(tmp, "policy"), model=exported_model(policy, lora))
-        if lora:
-            policy.model.save_pretrained(os.path.join(tmp, "adapter"))
-        torch.save(
-            {**state, "optimizer": optimizer.state_dict(), "rng": rng_state()}, os.path.join(tmp, "trainer_state.pt")
-        )
-    pointer = os.path.join(folder, LATEST)
-    with open(f"{pointer}.tmp", "w") as f:
-        f.write(name)
-    os.replace(f"{pointer}.tmp", pointer)
-    kept = sorted(d for d in os.listdir(folder) if d.startswith("iter_") and "." not in d)
-    for old in kept[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
-    return os.path.join(folder, name)
-
-
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
 
 
 # ----------------------------------------------------------------------------- PPO update
@@ -311,7 +192,7 @@ def train(config: TrainConfig) -> dict:
     from reward.vector import VectorRewardWrapper
     from vla_rl.metrics import MetricLogger
     from vla_rl.policy.checkpoint import load_policy
-    from vla_rl.rollout import Rollout, make_env_fns
+    from vla_rl.rollout import EpisodeVideos, Rollout, make_env_fns
 
     run_dir = config.run_dir
     resume_from = latest_checkpoint(run_dir) if config.run.resume else None
@@ -330,19 +211,7 @@ def train(config: TrainConfig) -> dict:
     print(describe_backend(config), flush=True)
 
     lora = config.policy.lora_rank > 0
-    policy_path = config.policy.vla_path
-    if resume_from is not None and not lora:
-        policy_path = os.path.join(resume_from, "policy")
-    policy = load_policy(
-        policy_path, device=config.policy.device, max_batch=config.policy.local_rollout_forward_batch_size
-    )
-    if resume_from is not None and lora:
-        apply_lora(policy, config.policy.lora_rank, config.policy.lora_alpha, os.path.join(resume_from, "adapter"))
-        from safetensors.torch import load_file
-
-        policy.value_head.load_state_dict(load_file(os.path.join(resume_from, "policy", "value_head.safetensors")))
-    elif lora:
-        apply_lora(policy, config.policy.lora_rank, config.policy.lora_alpha)
+    policy = load_run_policy(config, resume_from)
     policy.value_trunk_grad = config.ppo.value_trunk_grad
     reference = None
     if config.ppo.kl_coef > 0:
@@ -388,7 +257,7 @@ def train(config: TrainConfig) -> dict:
     )
     state = {"iteration": 0, "global_step": 0, "episodes": 0}
     if resume_from is not None:
-        saved = torch.load(os.path.join(resume_from, "trainer_state.pt"), weights_only=False)
+        saved = load_trainer_state(resume_from)
         optimizer.load_state_dict(saved["optimizer"])
         set_rng_state(saved["rng"])
         state = {k: saved[k] for k in state}

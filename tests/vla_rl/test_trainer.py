@@ -6,8 +6,10 @@ import os
 import pytest
 import torch
 
+from vla_rl import checkpointing
+from vla_rl.checkpointing import latest_checkpoint
 from vla_rl.config import parse_config
-from vla_rl.trainer import latest_checkpoint, train
+from vla_rl.trainer import train
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -134,8 +136,6 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_qwen, tmp_path):
 
 
 def test_interrupted_checkpoint_write_keeps_the_last_good_one(tiny_qwen, tmp_path, monkeypatch):
-    from vla_rl import trainer
-
     config = small_run(
         tiny_qwen, tmp_path, "--max_iterations", "1", "--eval_episodes", "0", "--process_reward_model", "False"
     )
@@ -146,13 +146,13 @@ def test_interrupted_checkpoint_write_keeps_the_last_good_one(tiny_qwen, tmp_pat
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(trainer.torch, "save", crash)
+    monkeypatch.setattr(checkpointing.torch, "save", crash)
     from vla_rl.policy.checkpoint import load_policy
 
     policy = load_policy(os.path.join(good, "policy"))
     optimizer = torch.optim.AdamW(policy.parameters())
     with pytest.raises(OSError, match="disk full"):
-        trainer.save_checkpoint(str(tmp_path / "run"), 7, policy, optimizer, {"iteration": 7}, lora=False)
+        checkpointing.save_checkpoint(str(tmp_path / "run"), 7, policy, optimizer, {"iteration": 7}, lora=False)
     assert latest_checkpoint(str(tmp_path / "run")) == good and sorted(os.listdir(good)) == before
     assert not [d for d in os.listdir(tmp_path / "run" / "checkpoints") if d.startswith("iter_000007")]
 

@@ -7,7 +7,7 @@ expects is there)::
     tokenizer files, chat_template.json, preprocessor_config.json
     action_stats.json      q01/q99 of the training actions (the OpenVLA normalisation)
     vla_policy.json        prompt template, action_dim, state statistics (if the policy reads
-                           the proprioceptive state), image size it was trained at
+                           the proprioceptive state), image size and tasks it was trained on
     value_head.safetensors the critic's linear head
 
 A plain Qwen2-VL checkpoint (no ``vla_policy.json``) also loads: actions are then read as
@@ -67,6 +67,7 @@ def load_policy(
     if os.path.isfile(head):
         policy.value_head.load_state_dict(load_file(head, device=str(policy.device)))
     policy.image_size = config.get("image_size")
+    policy.tasks = config.get("tasks")
     return policy
 
 
@@ -86,7 +87,8 @@ def save_policy(policy: VLAPolicy, directory: str, image_size: int | None = None
         "action_dim": policy.action_tokenizer.action_dim,
         "state_q01": None if state is None else state.q01.tolist(),
         "state_q99": None if state is None else state.q99.tolist(),
-        "image_size": image_size if image_size is not None else getattr(policy, "image_size", None),
+        "image_size": image_size if image_size is not None else policy.image_size,
+        "tasks": policy.tasks,
     }
     with open(os.path.join(directory, POLICY_FILE), "w") as f:
         json.dump(config, f, indent=2)

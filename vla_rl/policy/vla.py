@@ -74,6 +74,7 @@ class VLAPolicy(nn.Module):
         self.state_stats = state_stats
         self.value_trunk_grad = True  # False: the value loss trains the value head only
         self.image_size: int | None = None  # the frame size the policy was trained at, if known
+        self.tasks: list[str] | None = None  # the tasks it was trained on, if known
         hidden = model.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden, 1)
         nn.init.zeros_(self.value_head.weight)
