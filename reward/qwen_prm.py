@@ -19,6 +19,20 @@ logger = logging.getLogger("vla_rl.prm")
 
 DEFAULT_PROMPT = "The task is {instruction}, is it completed?"
 ANSWER_PAIRS = {"yes_no": ("Yes", "No"), "one_zero": ("1", "0"), "plus_minus": ("+", "-")}
+PRM_CONFIG_FILE = "prm_config.json"  # written by reward.train_prm next to the weights it trains
+
+
+def trained_prm_config(*directories: str | None) -> dict:
+    """``prm_config.json`` (prompt and answer tokens a PRM was trained with) from the first of
+    ``directories`` that has one, else ``{}``."""
+    import json
+
+    for directory in directories:
+        path = os.path.join(directory, PRM_CONFIG_FILE) if directory else None
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+    return {}
 
 
 def memory_report(device: str) -> str:
@@ -41,9 +55,12 @@ class QwenProcessRM(ProcessRewardModel):
         merge_adapter: merge the adapter into the weights (faster scoring).
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda[:N]"``.
         dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU) or a dtype name.
-        prompt_template: the user text; must contain ``{instruction}``.
+        prompt_template: the user text; must contain ``{instruction}``. Default: the one in the
+            adapter's or the model's ``prm_config.json`` (a PRM trained by reward.train_prm),
+            else ``DEFAULT_PROMPT``.
         answer_tokens: (positive, negative) answer strings, each a single token, e.g.
-            ("Yes", "No"), ("1", "0"), ("+", "-"); or a key of ``ANSWER_PAIRS``.
+            ("Yes", "No"), ("1", "0"), ("+", "-"); or a key of ``ANSWER_PAIRS``. Default: from
+            ``prm_config.json`` likewise, else ("Yes", "No").
         batch_size: frames per forward pass.
         log_every: log the scores of every N-th ``score`` call (0: never).
     """
@@ -57,14 +74,17 @@ class QwenProcessRM(ProcessRewardModel):
         merge_adapter: bool = True,
         device: str = "auto",
         dtype: str = "auto",
-        prompt_template: str = DEFAULT_PROMPT,
-        answer_tokens: tuple[str, str] | str = ("Yes", "No"),
+        prompt_template: str | None = None,
+        answer_tokens: tuple[str, str] | str | None = None,
         batch_size: int = 32,
         log_every: int = 0,
     ):
         from vla_rl.qwen.loading import apply_adapter, load_model, pick_device, read_checkpoint_config
         from vla_rl.qwen.processor import QwenImageTextProcessor
 
+        trained = trained_prm_config(adapter_path, model_path)
+        prompt_template = prompt_template or trained.get("prompt_template", DEFAULT_PROMPT)
+        answer_tokens = answer_tokens or tuple(trained.get("answer_tokens", ("Yes", "No")))
         if "{instruction}" not in prompt_template:
             raise ValueError(f"prompt_template must contain '{{instruction}}', got {prompt_template!r}.")
         if isinstance(answer_tokens, str):

@@ -48,8 +48,8 @@ def run_episodes(
     on_episode=None,
 ) -> list[dict]:
     """Run one episode per seed; returns per-episode ``success``, ``length``, ``seed``,
-    ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``actions`` /
-    ``infos`` for videos."""
+    ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` /
+    ``actions`` / ``infos`` (success and progress of every frame) for videos and PRM datasets."""
     from vla_rl import keys
 
     results: list[dict] = []
@@ -68,7 +68,13 @@ def run_episodes(
             keep = [start + i < keep_frames for i in range(n)]
             for i in range(n):
                 if keep[i]:
-                    records[i].update(frames=[observations[keys.IMAGE][i].copy()], actions=[], infos=[{}])
+                    first = {keys.SUCCESS: bool(infos[keys.SUCCESS][i]), keys.PROGRESS: float(infos[keys.PROGRESS][i])}
+                    records[i].update(
+                        frames=[observations[keys.IMAGE][i].copy()],
+                        states=[observations[keys.STATE][i].copy()],
+                        actions=[],
+                        infos=[first],
+                    )
             while not done.all():
                 out = policy.act(
                     observations[keys.IMAGE],
@@ -87,8 +93,9 @@ def run_episodes(
                     success = bool(infos[keys.SUCCESS][i])
                     if keep[i]:
                         record["frames"].append(observations[keys.IMAGE][i].copy())
+                        record["states"].append(observations[keys.STATE][i].copy())
                         record["actions"].append(actions[i])
-                        record["infos"].append({keys.SUCCESS: success})
+                        record["infos"].append({keys.SUCCESS: success, keys.PROGRESS: float(infos[keys.PROGRESS][i])})
                     if terminated[i] or truncated[i]:
                         record["success"] = success
                         done[i] = True

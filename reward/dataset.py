@@ -1,0 +1,126 @@
+"""Read and check process-reward-model datasets written by :mod:`reward.data`.
+
+A row is one frame::
+
+    episode, frame, image (path relative to the dataset), task, instruction, seed, source,
+    episode_success, episode_max_progress, success, progress,
+    completion (0/1), completion_token ("+"/"-"), milestone (0/1), step,
+    he (+1/-1), he_token, se (in [-1, 1]), se_token
+
+Every problem (missing file, malformed line, bad label, missing image) raises ``ValueError`` or
+``FileNotFoundError`` naming the file, the line and the fix, before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+SPLITS = ("train", "validation")
+ROW_FIELDS = (
+    "episode",
+    "frame",
+    "image",
+    "task",
+    "instruction",
+    "seed",
+    "source",
+    "episode_success",
+    "success",
+    "progress",
+    "completion",
+    "completion_token",
+    "milestone",
+    "step",
+    "he",
+    "he_token",
+    "se",
+    "se_token",
+)
+
+
+def read_meta(directory: str) -> dict:
+    """``meta.json`` of a PRM dataset directory, checked for the format version."""
+    path = os.path.join(directory, META_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: {directory!r} is not a PRM dataset "
+            f"(build one with `python -m reward.data --out {directory}`)."
+        )
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}.")
+    return meta
+
+
+def check_row(row: dict, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``row`` is a well-formed labelled frame."""
+    missing = [name for name in ROW_FIELDS if name not in row]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}.")
+    if row["completion"] not in (0, 1):
+        raise ValueError(f"{where}: completion must be 0 or 1, got {row['completion']!r}.")
+    if row["he"] not in (-1, 1, -1.0, 1.0):
+        raise ValueError(f"{where}: he must be +1 or -1, got {row['he']!r}.")
+    if not isinstance(row["se"], (int, float)) or not -1.0 <= row["se"] <= 1.0:
+        raise ValueError(f"{where}: se must be a number in [-1, 1], got {row['se']!r}.")
+    for name, value in (("completion", row["completion"]), ("he", row["he"]), ("se", row["se"])):
+        token = row[f"{name}_token"]
+        if token not in ("+", "-"):
+            raise ValueError(f"{where}: {name}_token must be '+' or '-', got {token!r}.")
+        if (token == "+") != (value > 0):
+            raise ValueError(f"{where}: {name}_token {token!r} disagrees with {name}={value!r}.")
+    if not isinstance(row["instruction"], str) or not row["instruction"]:
+        raise ValueError(f"{where}: instruction must be a non-empty string.")
+
+
+def load_rows(directory: str, split: str, check_images: bool = True) -> list[dict]:
+    """All rows of one split, checked; ``row["image_path"]`` is the absolute image path."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    read_meta(directory)
+    path = os.path.join(directory, f"{split}.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: the dataset has no {split} split (rebuild it with reward.data).")
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not valid JSON ({exc.msg}).") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object per line.")
+            check_row(row, where)
+            row["image_path"] = os.path.join(directory, row["image"])
+            if check_images and not os.path.isfile(row["image_path"]):
+                raise FileNotFoundError(f"{where}: image {row['image']!r} is missing from {directory}.")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} has no rows.")
+    return rows
+
+
+def episodes_of(rows: list[dict]) -> dict[int, list[dict]]:
+    """Rows grouped by episode, each list in frame order."""
+    grouped: dict[int, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["episode"], []).append(row)
+    for frames in grouped.values():
+        frames.sort(key=lambda r: r["frame"])
+    return grouped
+
+
+def load_image(path: str):
+    """``(H, W, 3) uint8`` RGB frame."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))

@@ -1,0 +1,135 @@
+"""Metrics for a process reward model's P(completed) against simulator labels.
+
+Frame level: precision / recall / F1 of "completed" at a threshold, the harmonic mean of the
+accuracy on positive and on negative frames (robust to the heavy class imbalance: most frames
+of an episode are not completed), and calibration (expected calibration error, Brier score).
+
+Episode level: value-order correlation (Spearman between P(completed) and time on successful
+episodes: a good PRM rises as the task advances), earliest-completion error (frames between
+the first predicted and the first true completion), flicker (1→0→1 flips of the thresholded
+prediction per episode) and false positives on near-miss failures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def frame_metrics(scores, labels, threshold: float = 0.5, bins: int = 10) -> dict:
+    """Frame-level metrics of ``scores`` (P(completed), ``(N,)``) against 0/1 ``labels``."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, bool)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal 1-D shapes.")
+    predicted = scores >= threshold
+    tp = int(np.sum(predicted & labels))
+    fp = int(np.sum(predicted & ~labels))
+    fn = int(np.sum(~predicted & labels))
+    tn = int(np.sum(~predicted & ~labels))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    acc_pos = recall
+    acc_neg = tn / (tn + fp) if tn + fp else 0.0
+    hmean = 2 * acc_pos * acc_neg / (acc_pos + acc_neg) if acc_pos + acc_neg else 0.0
+    return {
+        "frames": int(len(scores)),
+        "positives": int(labels.sum()),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": (tp + tn) / len(scores) if len(scores) else 0.0,
+        "accuracy_positive": acc_pos,
+        "accuracy_negative": acc_neg,
+        "balanced_hmean": hmean,
+        "ece": expected_calibration_error(scores, labels, bins),
+        "brier": float(np.mean((scores - labels) ** 2)) if len(scores) else 0.0,
+        "threshold": threshold,
+    }
+
+
+def expected_calibration_error(scores, labels, bins: int = 10) -> float:
+    """Σ_b (n_b / N) · |mean label − mean score| over ``bins`` equal-width bins of the score."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, np.float64)
+    if not len(scores):
+        return 0.0
+    which = np.minimum((scores * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            error += mask.mean() * abs(labels[mask].mean() - scores[mask].mean())
+    return float(error)
+
+
+def value_order_correlation(scores) -> float:
+    """Spearman rank correlation between the scores of one episode and time (ties averaged);
+    NaN for episodes shorter than 2 frames or with constant scores."""
+    from scipy.stats import spearmanr
+
+    scores = np.asarray(scores, np.float64)
+    if len(scores) < 2 or np.all(scores == scores[0]):
+        return float("nan")
+    return float(spearmanr(np.arange(len(scores)), scores).statistic)
+
+
+def first_true(flags) -> int | None:
+    hits = np.flatnonzero(np.asarray(flags, bool))
+    return int(hits[0]) if len(hits) else None
+
+
+def flicker_count(predicted) -> int:
+    """Number of 1→0→1 flips: runs of 0 that lie strictly between two 1s."""
+    predicted = np.asarray(predicted, bool)
+    ones = np.flatnonzero(predicted)
+    if len(ones) < 2:
+        return 0
+    inside = predicted[ones[0] : ones[-1] + 1]
+    falls = np.sum(inside[:-1] & ~inside[1:])
+    return int(falls)
+
+
+def episode_metrics(episodes: list[dict], threshold: float = 0.5, near_miss_progress: float = 0.5) -> dict:
+    """Episode-level metrics.
+
+    Args:
+        episodes: dicts with ``scores`` ``(T,)``, ``completion`` ``(T,)`` 0/1 labels,
+            ``success`` (bool) and ``max_progress`` (privileged, in [0, 1]).
+        threshold: P(completed) at or above which a frame is predicted completed.
+        near_miss_progress: a failed episode is a near miss when its privileged progress
+            reached at least this.
+    """
+    correlations, errors, missed, flickers = [], [], 0, []
+    near_misses, near_miss_fp, near_miss_fp_frames, near_miss_frames = 0, 0, 0, 0
+    for episode in episodes:
+        scores = np.asarray(episode["scores"], np.float64)
+        predicted = scores >= threshold
+        flickers.append(flicker_count(predicted))
+        if episode["success"]:
+            correlations.append(value_order_correlation(scores))
+            first_pred, first_label = first_true(predicted), first_true(episode["completion"])
+            if first_pred is None:
+                missed += 1
+            elif first_label is not None:
+                errors.append(abs(first_pred - first_label))
+        elif episode["max_progress"] >= near_miss_progress:
+            near_misses += 1
+            near_miss_fp += bool(predicted.any())
+            near_miss_fp_frames += int(predicted.sum())
+            near_miss_frames += len(predicted)
+    finite = [c for c in correlations if np.isfinite(c)]
+    return {
+        "episodes": len(episodes),
+        "successful_episodes": len(correlations),
+        "value_order_correlation": float(np.mean(finite)) if finite else float("nan"),
+        "value_order_correlation_median": float(np.median(finite)) if finite else float("nan"),
+        "earliest_completion_error_frames": float(np.mean(errors)) if errors else float("nan"),
+        "completion_missed_episodes": missed,
+        "flicker_rate": float(np.mean(flickers)) if flickers else 0.0,
+        "near_miss_failures": near_misses,
+        "near_miss_false_positive_rate": near_miss_fp / near_misses if near_misses else float("nan"),
+        "near_miss_false_positive_frame_rate": near_miss_fp_frames / near_miss_frames
+        if near_miss_frames
+        else float("nan"),
+    }
