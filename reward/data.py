@@ -16,7 +16,8 @@ Two generation methods (the PRM recipe of the reference systems):
   executed with action noise drawn from ``--noise_levels`` (failures), and for a
   ``--decoy_fraction`` of episodes aimed at another block than the named one (near-misses
   that only the instruction tells apart). ``--post_success_frames`` more frames are recorded
-  after success, so that "completed" frames are not only the single terminal frame.
+  after success with the arm held still (while the task stays completed), so that "completed" frames are
+  not only the single terminal frame.
 
 On-disk format (version 1) — see :mod:`reward.dataset` for the reader::
 
@@ -139,8 +140,16 @@ def expert_action(expert, env, decoy: int | None) -> np.ndarray:
         base.target_block = named
 
 
+def hold(action: np.ndarray) -> np.ndarray:
+    """Stay put with the gripper as it was: the action after success, so that the recorded
+    "completed" frames still show the completed scene."""
+    still = np.zeros_like(action)
+    still[6] = action[6]
+    return still
+
+
 def expert_episode(env, expert, seed: int, decoy_rng, decoy_fraction: float, post_success: int) -> GeneratedEpisode:
-    """One (perturbed) expert episode; after success it goes on for ``post_success`` frames."""
+    """One (perturbed) expert episode; after success it holds still for ``post_success`` frames."""
     obs, info = env.reset(seed=seed)
     expert.reset()
     decoy = decoy_block(env, decoy_rng) if decoy_rng.random() < decoy_fraction else None
@@ -149,13 +158,18 @@ def expert_episode(env, expert, seed: int, decoy_rng, decoy_fraction: float, pos
     limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200
     steps, after = 0, None  # after: frames recorded since success
     while True:
-        obs, _, terminated, _, info = env.unwrapped.step(expert_action(expert, env, decoy))
+        action = expert_action(expert, env, decoy) if after is None else hold(action)
+        obs, _, terminated, _, info = env.unwrapped.step(action)
         steps += 1
         frames.append(obs["image"])
         states.append(obs["state"])
         success.append(info["success"])
         progress.append(info["progress"])
         if keys.SIM_ERROR in info:
+            break
+        if after is not None and not info["success"]:  # e.g. a pushed block slid on past the pad
+            for column in (frames, states, success, progress):
+                column.pop()
             break
         if after is None and terminated:
             after = 0

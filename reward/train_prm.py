@@ -328,6 +328,8 @@ def train_prm(config: PRMTrainConfig) -> dict:
     before = trainer.evaluate(metric_key_prefix="initial")
     result = trainer.train(resume_from_checkpoint=resume)
     after = trainer.evaluate()
+    probe = list(range(min(8, len(val_set))))
+    probe_scores = trainer.predict(torch.utils.data.Subset(val_set, probe)).predictions.reshape(-1)
     extra = prm_config(config, mode, meta)
     final = write_final(trainer, processor, config.out, extra)
     summary = {
@@ -343,6 +345,9 @@ def train_prm(config: PRMTrainConfig) -> dict:
         "initial": before,
         "final": after,
         "final_checkpoint": final,
+        # P(positive) of the first validation frames from the in-memory model: a reloaded
+        # final_checkpoint must reproduce these
+        "probe": {"rows": [val_rows[i]["image"] for i in probe], "scores": [float(x) for x in probe_scores]},
     }
     with open(os.path.join(config.out, "prm_train_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)

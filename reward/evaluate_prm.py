@@ -1,0 +1,246 @@
+"""Evaluate a process reward model on a labelled dataset: JSON report + P(completed) plots.
+
+Command line::
+
+    python -m reward.evaluate_prm --prm_model_name_or_path assets/models/prm-small \\
+        --data data/prm/heldout --split all --out runs/prm_eval
+
+``--prm_model_name_or_path`` is a Qwen2-VL checkpoint (with ``--prm_checkpoint_path`` for a LoRA
+adapter) or a built-in reference: ``oracle`` (privileged success: the upper bound),
+``oracle_progress``, ``random``, ``dummy``. The evaluation seeds are printed and checked
+against the seeds of the PRM's training set (from its ``prm_config.json``): overlapping seeds
+are an error unless ``--allow_seed_overlap True``.
+
+Writes ``prm_eval.json`` (frame and episode metrics, overall and per task, the seeds) and
+``prm_curves.png`` (P(completed) over time for successful and failed episodes, the true
+completion frame marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from vla_rl.cli import str2bool
+
+BUILTINS = ("oracle", "oracle_progress", "random", "dummy")
+
+
+def load_prm(name: str, adapter: str | None, batch_size: int = 64):
+    from reward.base import DummyRM, OracleRM, RandomRM
+
+    builtins = {
+        "oracle": lambda: OracleRM("success"),
+        "oracle_progress": lambda: OracleRM("progress"),
+        "random": lambda: RandomRM(seed=0),
+        "dummy": DummyRM,
+    }
+    if name in builtins:
+        return builtins[name]()
+    from reward.qwen_prm import QwenProcessRM
+
+    return QwenProcessRM(name, adapter_path=adapter, batch_size=batch_size)
+
+
+def training_seeds(name: str, adapter: str | None) -> dict:
+    """``{task: [seeds]}`` of the PRM's training split, from its ``prm_config.json``."""
+    from reward.qwen_prm import trained_prm_config
+
+    if name in BUILTINS:
+        return {}
+    return trained_prm_config(adapter, name).get("dataset_seeds", {}).get("train", {})
+
+
+def seed_overlap(eval_seeds: dict, train_seeds: dict) -> dict:
+    """``{task: sorted common seeds}`` for tasks that share seeds (tasks by env id or name)."""
+    import envs
+
+    train = {envs.task_id(task): set(seeds) for task, seeds in train_seeds.items()}
+    overlap = {}
+    for task, seeds in eval_seeds.items():
+        common = sorted(set(seeds) & train.get(envs.task_id(task), set()))
+        if common:
+            overlap[task] = common
+    return overlap
+
+
+def score_rows(prm, rows: list[dict], batch_size: int = 256) -> np.ndarray:
+    from tqdm import tqdm
+
+    from reward.dataset import load_image
+    from vla_rl import keys
+
+    scores = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="scoring frames", unit="batch"):
+        chunk = rows[start : start + batch_size]
+        frames = np.stack([load_image(r["image_path"]) for r in chunk])
+        infos = [{keys.SUCCESS: r["success"], keys.PROGRESS: r["progress"]} for r in chunk]
+        scores.append(prm.score(frames, [r["instruction"] for r in chunk], infos))
+    return np.concatenate(scores)
+
+
+def episode_records(rows: list[dict], scores: np.ndarray) -> list[dict]:
+    by_episode: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_episode.setdefault(row["episode"], []).append(i)
+    records = []
+    for episode, indices in by_episode.items():
+        indices.sort(key=lambda i: rows[i]["frame"])
+        first = rows[indices[0]]
+        records.append(
+            {
+                "episode": episode,
+                "task": first["task"],
+                "source": first["source"],
+                "seed": first["seed"],
+                "success": bool(first["episode_success"]),
+                "max_progress": max(rows[i]["progress"] for i in indices),
+                "scores": scores[indices],
+                "completion": np.array([rows[i]["completion"] for i in indices]),
+            }
+        )
+    return records
+
+
+def metrics_of(rows, scores, threshold: float, near_miss: float) -> dict:
+    from reward.prm_metrics import episode_metrics, frame_metrics
+
+    labels = np.array([r["completion"] for r in rows], bool)
+    return {
+        "frame": frame_metrics(scores, labels, threshold),
+        "episode": episode_metrics(episode_records(rows, scores), threshold, near_miss),
+    }
+
+
+def plot_curves(records: list[dict], path: str, per_kind: int = 4, threshold: float = 0.5) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [("successful", [r for r in records if r["success"]]), ("failed", [r for r in records if not r["success"]])]
+    fig, axes = plt.subplots(2, per_kind, figsize=(3.2 * per_kind, 5.6), sharey=True, squeeze=False)
+    for row, (kind, chosen) in enumerate(kinds):
+        for col in range(per_kind):
+            ax = axes[row][col]
+            if col >= len(chosen):
+                ax.axis("off")
+                continue
+            record = chosen[col * max(1, len(chosen) // per_kind)]
+            ax.plot(record["scores"], color="tab:blue", label="P(completed)")
+            ax.axhline(threshold, color="grey", lw=0.6, ls=":")
+            hits = np.flatnonzero(record["completion"])
+            if len(hits):
+                ax.axvline(hits[0], color="tab:green", ls="--", label="true completion")
+            ax.set_title(f"{kind}: {record['task'].split('/')[-1]} seed {record['seed']}", fontsize=8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("frame", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("P(completed)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="upper right", fontsize=8)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def evaluate(args) -> dict:
+    from reward.dataset import SPLITS, load_rows
+
+    splits = SPLITS if args.split == "all" else (args.split,)
+    rows = [row for split in splits for row in load_rows(args.data, split)]
+    eval_seeds: dict[str, list[int]] = {}
+    for row in rows:
+        eval_seeds.setdefault(row["task"], set()).add(row["seed"])
+    eval_seeds = {task: sorted(seeds) for task, seeds in eval_seeds.items()}
+    train_seeds = training_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path)
+    overlap = seed_overlap(eval_seeds, train_seeds)
+    if overlap and not args.allow_seed_overlap:
+        raise ValueError(
+            f"evaluation seeds overlap the PRM's training seeds {({k: v[:5] for k, v in overlap.items()})}; build "
+            "a held-out dataset with another --seed (python -m reward.data) or pass --allow_seed_overlap True."
+        )
+    prm = load_prm(args.prm_model_name_or_path, args.prm_checkpoint_path, args.batch_size)
+    started = time.time()
+    scores = score_rows(prm, rows, args.batch_size)
+    seconds = time.time() - started
+    report = {
+        "prm": args.prm_model_name_or_path,
+        "adapter": args.prm_checkpoint_path,
+        "data": os.path.abspath(args.data),
+        "split": args.split,
+        "evaluation_seeds": eval_seeds,
+        "training_seeds": train_seeds,
+        "seed_overlap": overlap,
+        "frames_per_second": round(len(rows) / max(seconds, 1e-9), 1),
+        **metrics_of(rows, scores, args.threshold, args.near_miss_progress),
+        "per_task": {},
+    }
+    for task in eval_seeds:
+        chosen = [i for i, r in enumerate(rows) if r["task"] == task]
+        report["per_task"][task] = metrics_of(
+            [rows[i] for i in chosen], scores[chosen], args.threshold, args.near_miss_progress
+        )
+    os.makedirs(args.out, exist_ok=True)
+    tmp = os.path.join(args.out, "prm_eval.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1, default=float)
+    os.replace(tmp, os.path.join(args.out, "prm_eval.json"))
+    plot_curves(episode_records(rows, scores), os.path.join(args.out, "prm_curves.png"), threshold=args.threshold)
+    return report
+
+
+def parse_args(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(prog="python -m reward.evaluate_prm", description=__doc__.split("\n\n")[0])
+    p.add_argument("--prm_model_name_or_path", required=True, help=f"Qwen2-VL checkpoint or one of {BUILTINS}")
+    p.add_argument("--prm_checkpoint_path", default=None, help="LoRA adapter directory (reward.train_prm)")
+    p.add_argument("--data", required=True, help="PRM dataset directory (python -m reward.data)")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "all"])
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(completed) at or above which a frame is positive")
+    p.add_argument("--near_miss_progress", type=float, default=0.5, help="failed episodes with this progress are near misses")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--allow_seed_overlap", type=str2bool, default=False)
+    args = p.parse_args(argv)
+    if not 0 < args.threshold < 1:
+        p.error(f"--threshold must be in (0, 1), got {args.threshold}")
+    if args.batch_size < 1:
+        p.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = evaluate(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    frame, episode = report["frame"], report["episode"]
+    print(f"evaluation seeds: {report['evaluation_seeds']}")
+    print(f"training seeds:   {report['training_seeds'] or 'unknown (no prm_config.json)'}")
+    print(
+        f"frames {frame['frames']} ({frame['positives']} completed): F1 {frame['f1']:.3f} (P {frame['precision']:.3f} "
+        f"R {frame['recall']:.3f}), balanced hmean {frame['balanced_hmean']:.3f}, ECE {frame['ece']:.3f}, "
+        f"Brier {frame['brier']:.3f}"
+    )
+    print(
+        f"episodes {episode['episodes']}: value-order correlation {episode['value_order_correlation']:.3f}, "
+        f"earliest-completion error {episode['earliest_completion_error_frames']:.2f} frames, flicker "
+        f"{episode['flicker_rate']:.3f}/episode, near-miss FP {episode['near_miss_false_positive_rate']:.3f} "
+        f"({episode['near_miss_failures']} near misses)"
+    )
+    print(f"wrote {os.path.join(args.out, 'prm_eval.json')} and prm_curves.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

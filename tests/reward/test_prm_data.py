@@ -1,0 +1,113 @@
+"""PRM dataset generation (real MuJoCo tasks, scripted experts) and the checked reader."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from reward.data import DataConfig, generate, main
+from reward.dataset import episodes_of, load_rows, read_meta
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("prm") / "expert")
+    generate(DataConfig(out=out, tasks=["reach", "push"], num_samples=6, image_size=32, seed=3), progress_bar=False)
+    return out
+
+
+def test_rows_carry_consistent_labels(dataset):
+    rows = load_rows(dataset, "train") + load_rows(dataset, "validation")
+    for episode in episodes_of(rows).values():
+        completion = [r["completion"] for r in episode]
+        assert completion == sorted(completion)  # once completed, stays completed
+        assert bool(completion[-1]) == episode[0]["episode_success"]
+        assert [r["frame"] for r in episode] == list(range(len(episode)))
+        if episode[0]["episode_success"]:
+            # frames recorded after success still show the completed scene
+            assert all(r["success"] for r in episode if r["completion"])
+    assert {r["source"].split("-")[0] for r in rows} == {"expert"}
+    image = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(rows[0]["image_path"]))
+    assert image.shape == (32, 32, 3)
+
+
+def test_split_is_by_initial_state_and_recorded_in_meta(dataset):
+    meta = read_meta(dataset)
+    train, val = load_rows(dataset, "train"), load_rows(dataset, "validation")
+    train_keys = {(r["task"], r["seed"]) for r in train}
+    val_keys = {(r["task"], r["seed"]) for r in val}
+    assert train_keys and val_keys and not train_keys & val_keys
+    assert not {r["episode"] for r in train} & {r["episode"] for r in val}
+    for task in ("reach", "push"):
+        assert set(meta["seeds"]["validation"][task]).isdisjoint(meta["seeds"]["train"][task])
+    assert meta["splits"]["train"]["frames"] == len(train)
+
+
+def test_generation_is_deterministic_and_skip_generation_reuses(dataset, tmp_path):
+    again = str(tmp_path / "again")
+    generate(DataConfig(out=again, tasks=["reach", "push"], num_samples=6, image_size=32, seed=3), progress_bar=False)
+    for split in ("train", "validation"):
+        with open(os.path.join(dataset, f"{split}.jsonl")) as a, open(os.path.join(again, f"{split}.jsonl")) as b:
+            assert a.read() == b.read()
+    before = os.path.getmtime(os.path.join(again, "meta.json"))
+    meta = generate(DataConfig(out=again, skip_generation=True), progress_bar=False)
+    assert meta["episodes"] == read_meta(dataset)["episodes"]
+    assert os.path.getmtime(os.path.join(again, "meta.json")) == before
+
+
+def _copy(dataset, tmp_path):
+    import shutil
+
+    target = str(tmp_path / "copy")
+    shutil.copytree(dataset, target)
+    return target
+
+
+def test_missing_image_is_a_clear_error(dataset, tmp_path):
+    copy = _copy(dataset, tmp_path)
+    first = json.loads(open(os.path.join(copy, "train.jsonl")).readline())
+    os.remove(os.path.join(copy, first["image"]))
+    with pytest.raises(FileNotFoundError, match=r"train.jsonl:1: image .* is missing"):
+        load_rows(copy, "train")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"completion": 2}, "completion must be 0 or 1"),
+        ({"completion_token": "?"}, "completion_token must be"),
+        ({"he": 0.5}, "he must be"),
+        ({"se": 3.0}, "se must be a number"),
+    ],
+)
+def test_wrong_labels_are_clear_errors(dataset, tmp_path, change, message):
+    copy = _copy(dataset, tmp_path)
+    path = os.path.join(copy, "validation.jsonl")
+    lines = open(path).read().splitlines()
+    row = json.loads(lines[1])
+    row.update(change)
+    lines[1] = json.dumps(row)
+    open(path, "w").write("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"validation.jsonl:2: {message}"):
+        load_rows(copy, "validation")
+
+
+def test_token_disagreeing_with_value_is_an_error(dataset, tmp_path):
+    copy = _copy(dataset, tmp_path)
+    path = os.path.join(copy, "train.jsonl")
+    rows = [json.loads(line) for line in open(path)]
+    rows[0]["he_token"] = "-" if rows[0]["he"] > 0 else "+"
+    open(path, "w").write("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="he_token .* disagrees"):
+        load_rows(copy, "train")
+
+
+def test_bad_flags_fail_before_any_work(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "x"), "--band", "0.9", "0.2"]) == 2
+    assert "--band" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--method", "policy"]) == 2
+    assert "--vla_path" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "nothing"), "--skip_generation", "True"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x")

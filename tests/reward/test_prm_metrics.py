@@ -1,0 +1,61 @@
+"""PRM metric functions against hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from reward.prm_metrics import (
+    episode_metrics,
+    expected_calibration_error,
+    flicker_count,
+    frame_metrics,
+    value_order_correlation,
+)
+
+
+def test_frame_metrics_hand_computed():
+    scores = [0.9, 0.8, 0.3, 0.6, 0.1, 0.2]
+    labels = [1, 1, 1, 0, 0, 0]
+    m = frame_metrics(scores, labels)
+    # TP=2, FN=1, FP=1, TN=2
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["accuracy_negative"] == pytest.approx(2 / 3)
+    assert m["balanced_hmean"] == pytest.approx(2 / 3)
+    assert m["brier"] == pytest.approx(np.mean([0.01, 0.04, 0.49, 0.36, 0.01, 0.04]))
+
+
+def test_balanced_hmean_punishes_always_negative():
+    m = frame_metrics([0.0] * 10, [1] + [0] * 9)
+    assert m["accuracy"] == pytest.approx(0.9)
+    assert m["balanced_hmean"] == 0.0 and m["f1"] == 0.0
+
+
+def test_ece_hand_computed():
+    # bin [0.2,0.3): scores 0.25,0.25 labels 0,1 -> |0.5-0.25|; bin [0.9,1]: 0.95, label 1 -> 0.05
+    assert expected_calibration_error([0.25, 0.25, 0.95], [0, 1, 1]) == pytest.approx((2 * 0.25 + 0.05) / 3)
+
+
+def test_value_order_and_flicker():
+    assert value_order_correlation([0.1, 0.2, 0.3, 0.9]) == pytest.approx(1.0)
+    assert value_order_correlation([0.9, 0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+    assert math.isnan(value_order_correlation([0.5, 0.5]))
+    assert flicker_count([0, 1, 0, 1, 1, 0, 0, 1, 0]) == 2
+    assert flicker_count([0, 0, 1, 1, 0]) == 0
+
+
+def test_episode_metrics():
+    episodes = [
+        {"scores": [0.1, 0.2, 0.7, 0.9], "completion": [0, 0, 0, 1], "success": True, "max_progress": 1.0},
+        {"scores": [0.1, 0.6, 0.2, 0.3], "completion": [0, 0, 0, 0], "success": False, "max_progress": 0.8},
+        {"scores": [0.1, 0.1, 0.2, 0.1], "completion": [0, 0, 0, 0], "success": False, "max_progress": 0.2},
+    ]
+    m = episode_metrics(episodes)
+    assert m["value_order_correlation"] == pytest.approx(1.0)
+    assert m["earliest_completion_error_frames"] == pytest.approx(1.0)  # predicted at 2, true at 3
+    assert m["near_miss_failures"] == 1
+    assert m["near_miss_false_positive_rate"] == pytest.approx(1.0)
+    assert m["near_miss_false_positive_frame_rate"] == pytest.approx(0.25)
+    assert m["flicker_rate"] == 0.0

@@ -1,0 +1,81 @@
+"""ProcessRewardTrainer end to end on a tiny Qwen2-VL checkpoint and a simulator-labelled dataset."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from reward.data import DataConfig, generate
+from reward.dataset import load_image, load_rows
+from reward.qwen_prm import QwenProcessRM
+from reward.train_prm import PRMTrainConfig, main, train_prm
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("prm") / "data")
+    generate(DataConfig(out=out, tasks=["reach", "push"], num_samples=8, image_size=56, seed=5), progress_bar=False)
+    return out
+
+
+def _config(dataset, model, out, **kwargs) -> PRMTrainConfig:
+    values = dict(batch_size=16, learning_rate=3e-3, eval_steps=30, save_steps=30, logging_steps=10, max_steps=60)
+    values.update(kwargs)
+    return PRMTrainConfig(data=dataset, model_name_or_path=model, out=str(out), **values)
+
+
+def _probe_scores(summary, dataset, prm):
+    rows = {r["image"]: r for r in load_rows(dataset, "validation")}
+    chosen = [rows[name] for name in summary["probe"]["rows"]]
+    frames = np.stack([load_image(r["image_path"]) for r in chosen])
+    return prm.score(frames, [r["instruction"] for r in chosen])
+
+
+def test_full_finetune_lowers_validation_loss_and_reloads(dataset, tiny_qwen, tmp_path):
+    summary = train_prm(_config(dataset, tiny_qwen, tmp_path / "run"))
+    assert summary["mode"] == "full" and summary["steps"] == 60
+    assert summary["final"]["eval_loss"] < summary["initial"]["initial_loss"] - 0.02
+    assert sorted(n for n in os.listdir(tmp_path / "run") if n.startswith("checkpoint-")) == [
+        "checkpoint-30",
+        "checkpoint-60",
+    ]
+    final = summary["final_checkpoint"]
+    with open(os.path.join(final, "prm_config.json")) as f:
+        assert json.load(f)["answer_tokens"] == ["Yes", "No"]
+    reloaded = _probe_scores(summary, dataset, QwenProcessRM(final))
+    np.testing.assert_allclose(reloaded, summary["probe"]["scores"], atol=1e-5)
+
+
+def test_lora_adapter_save_load_gives_the_same_scores(dataset, tiny_qwen, tmp_path):
+    summary = train_prm(_config(dataset, tiny_qwen, tmp_path / "lora", finetune="lora", max_steps=20))
+    assert summary["mode"] == "lora" and summary["trainable_parameters"] < summary["total_parameters"] / 4
+    final = summary["final_checkpoint"]
+    assert os.path.isfile(os.path.join(final, "adapter_model.safetensors"))
+    for merge in (True, False):
+        prm = QwenProcessRM(tiny_qwen, adapter_path=final, merge_adapter=merge)
+        np.testing.assert_allclose(_probe_scores(summary, dataset, prm), summary["probe"]["scores"], atol=1e-5)
+    base = _probe_scores(summary, dataset, QwenProcessRM(tiny_qwen))
+    assert np.abs(base - np.asarray(summary["probe"]["scores"])).max() > 1e-3  # the adapter changed the PRM
+
+
+def test_resume_continues_from_the_last_checkpoint(dataset, tiny_qwen, tmp_path):
+    out = tmp_path / "resume"
+    first = train_prm(_config(dataset, tiny_qwen, out, max_steps=30))
+    assert first["steps"] == 30
+    second = train_prm(_config(dataset, tiny_qwen, out, max_steps=60, resume=True))
+    assert second["resumed_from"].endswith("checkpoint-30") and second["steps"] == 60
+
+
+def test_bad_input_is_reported_before_loading(dataset, tiny_qwen, tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "none"), "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]) == 2
+    assert "is not a PRM dataset" in capsys.readouterr().err
+    assert main(["--data", dataset, "--model_name_or_path", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "--model_name_or_path" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--data", dataset, "--model_name_or_path", tiny_qwen, "--out", "o", "--target", "bogus"])
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "file").write_text("x")
+    assert main(["--data", dataset, "--model_name_or_path", tiny_qwen, "--out", str(existing)]) == 2
+    assert "--resume True" in capsys.readouterr().err
