@@ -165,7 +165,7 @@ def evaluate(args) -> dict:
     overlap = seed_overlap(eval_seeds, train_seeds)
     if overlap and not args.allow_seed_overlap:
         raise ValueError(
-            f"evaluation seeds overlap the PRM's training seeds {({k: v[:5] for k, v in overlap.items()})}; build "
+            f"evaluation seeds overlap the PRM's training seeds { ({k: v[:5] for k, v in overlap.items()}) }; build "
             "a held-out dataset with another --seed (python -m reward.data) or pass --allow_seed_overlap True."
         )
     prm = load_prm(args.prm_model_name_or_path, args.prm_checkpoint_path, args.batch_size)
@@ -206,7 +206,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--split", default="validation", choices=["train", "validation", "all"])
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--threshold", type=float, default=0.5, help="P(completed) at or above which a frame is positive")
-    p.add_argument("--near_miss_progress", type=float, default=0.5, help="failed episodes with this progress are near misses")
+    p.add_argument(
+        "--near_miss_progress", type=float, default=0.5, help="failed episodes with this progress are near misses"
+    )
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--allow_seed_overlap", type=str2bool, default=False)
     args = p.parse_args(argv)

@@ -68,7 +68,9 @@ def test_resume_continues_from_the_last_checkpoint(dataset, tiny_qwen, tmp_path)
 
 
 def test_bad_input_is_reported_before_loading(dataset, tiny_qwen, tmp_path, capsys):
-    assert main(["--data", str(tmp_path / "none"), "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["--data", str(tmp_path / "none"), "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]) == 2
+    )
     assert "is not a PRM dataset" in capsys.readouterr().err
     assert main(["--data", dataset, "--model_name_or_path", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "--model_name_or_path" in capsys.readouterr().err
