@@ -157,6 +157,7 @@ def expert_episode(env, expert, seed: int, decoy_rng, decoy_fraction: float, pos
     success, progress = [info["success"]], [info["progress"]]
     limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200
     steps, after = 0, None  # after: frames recorded since success
+    action = np.zeros(7, np.float32)
     while True:
         action = expert_action(expert, env, decoy) if after is None else hold(action)
         obs, _, terminated, _, info = env.unwrapped.step(action)
