@@ -79,6 +79,7 @@ class DataConfig:
     decoy_fraction: float = 0.25
     post_success_frames: int = 8
     step_frames: int = 5
+    max_env_length: int = 0
     image_size: int = 56
     val_fraction: float = 0.2
     seed: int = 0
@@ -102,6 +103,7 @@ class DataConfig:
             (0 <= self.decoy_fraction <= 1, f"--decoy_fraction must be in [0, 1], got {self.decoy_fraction}"),
             (self.post_success_frames >= 0, f"--post_success_frames must be >= 0, got {self.post_success_frames}"),
             (self.step_frames >= 1, f"--step_frames must be >= 1, got {self.step_frames}"),
+            (self.max_env_length >= 0, f"--max_env_length must be >= 0, got {self.max_env_length}"),
             (16 <= self.image_size <= 256, f"--image_size must be in 16..256, got {self.image_size}"),
             (0 < self.val_fraction < 1, f"--val_fraction must be in (0, 1), got {self.val_fraction}"),
             (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
@@ -148,14 +150,17 @@ def hold(action: np.ndarray) -> np.ndarray:
     return still
 
 
-def expert_episode(env, expert, seed: int, decoy_rng, decoy_fraction: float, post_success: int) -> GeneratedEpisode:
-    """One (perturbed) expert episode; after success it holds still for ``post_success`` frames."""
+def expert_episode(
+    env, expert, seed: int, decoy_rng, decoy_fraction: float, post_success: int, max_steps: int = 0
+) -> GeneratedEpisode:
+    """One (perturbed) expert episode of at most ``max_steps`` actions (0: the task's limit);
+    after success it holds still for ``post_success`` frames."""
     obs, info = env.reset(seed=seed)
     expert.reset()
     decoy = decoy_block(env, decoy_rng) if decoy_rng.random() < decoy_fraction else None
     frames, states = [obs["image"]], [obs["state"]]
     success, progress = [info["success"]], [info["progress"]]
-    limit = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200
+    limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200)
     steps, after = 0, None  # after: frames recorded since success
     action = np.zeros(7, np.float32)
     while True:
@@ -204,7 +209,11 @@ def generate_expert(config: DataConfig, task: str, seeds: list[int], bar) -> lis
     try:
         for seed in seeds:
             expert = experts[config.noise_levels[int(rng.integers(len(config.noise_levels)))]]
-            episodes.append(expert_episode(env, expert, seed, rng, config.decoy_fraction, config.post_success_frames))
+            episodes.append(
+                expert_episode(
+                    env, expert, seed, rng, config.decoy_fraction, config.post_success_frames, config.max_env_length
+                )
+            )
             bar.update(1)
     finally:
         env.close()
@@ -228,6 +237,7 @@ def generate_policy(config: DataConfig, task: str, seeds: list[int], bar, policy
             num_envs=config.num_rollouts,
             greedy=False,
             temperature=config.temperature,
+            max_env_length=config.max_env_length or None,
             keep_frames=config.num_rollouts,
         )
         failure_rate = 1.0 - float(np.mean([r["success"] for r in rollouts]))
@@ -354,8 +364,13 @@ def generate(config: DataConfig, progress_bar: bool = True) -> dict:
                 episodes = generate_expert(config, task, seeds, bar)
             else:
                 episodes = generate_policy(config, task, seeds, bar, policy)
+            if not episodes:
+                raise ValueError(
+                    f"{task}: none of {len(seeds)} initial states had a policy failure rate in --band "
+                    f"{list(config.band)}; widen --band, raise --num_rollouts or use --method expert."
+                )
             used = sorted({e.seed for e in episodes})
-            validation = split_seeds(config, task, used) if used else set()
+            validation = split_seeds(config, task, used)
             for name in SPLITS:
                 seeds_of[name][task] = [s for s in used if (s in validation) == (name == "validation")]
             for episode in episodes:
@@ -428,6 +443,7 @@ def parse_args(argv: list[str] | None = None) -> DataConfig:
     p.add_argument("--decoy_fraction", type=float, default=0.25, help="share of expert episodes aimed at another block")
     p.add_argument("--post_success_frames", type=int, default=8, help="expert frames recorded after success")
     p.add_argument("--step_frames", type=int, default=5, help="frames per step for the HE/SE step rewards")
+    p.add_argument("--max_env_length", type=int, default=0, help="episode step limit (0: the task's own)")
     p.add_argument("--image_size", type=int, default=56, help="frame side, pixels")
     p.add_argument("--val_fraction", type=float, default=0.2, help="share of initial states in the validation split")
     p.add_argument("--seed", type=int, default=0, help="first initial-state seed; also seeds noise and sampling")

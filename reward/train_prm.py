@@ -258,8 +258,8 @@ def prm_config(config: PRMTrainConfig, mode: str, meta: dict) -> dict:
         "target": config.target,
         "progress_weight": config.progress_weight,
         "finetune": mode,
-        "base_model": os.path.abspath(config.model_name_or_path),
-        "dataset": os.path.abspath(config.data),
+        "base_model": config.model_name_or_path,
+        "dataset": config.data,
         "dataset_seeds": meta.get("seeds", {}),
         "image_size": meta.get("image_size"),
     }

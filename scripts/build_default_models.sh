@@ -1,36 +1,79 @@
 #!/usr/bin/env bash
-# Rebuild the embedded default models under assets/models/ from nothing (no downloads):
+# Rebuild the embedded default models under assets/models/ from nothing (no downloads).
+#
+# Stage "vla" (assets/models/vla-small):
 #   1. record scripted-expert demonstrations of the default tasks (noisy execution, clean labels),
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
-#   3. behaviour-clone it on the demonstrations and evaluate it on held-out seeds,
-#   4. install it as assets/models/vla-small (atomically).
-# Deterministic under SEED. Wall time on a 2-core CPU machine: see README ("Embedded models").
+#   3. behaviour-clone it on the demonstrations and evaluate it on held-out seeds.
+# Stage "prm" (assets/models/prm-small):
+#   1. a simulator-labelled PRM dataset from perturbed experts (noise levels, decoy targets),
+#      and a held-out one from disjoint seeds,
+#   2. build an untrained vla-small-shaped checkpoint and train it with reward.train_prm,
+#   3. evaluate it on the held-out dataset (frame F1, value-order correlation, ...).
+# Each model is installed atomically. Deterministic under SEED. Wall times on a 2-core CPU
+# machine: see README ("The policy and the embedded models").
 #
-#   bash scripts/build_default_models.sh                # full build
-#   SFT_STEPS=300 DEMOS=50 bash scripts/build_default_models.sh   # a quick smoke build
+#   bash scripts/build_default_models.sh                       # both models
+#   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
+#   SFT_STEPS=300 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 bash scripts/build_default_models.sh  # quick smoke build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
 SEED="${SEED:-0}"
-DEMOS="${DEMOS:-400}"            # episodes per task
-SFT_STEPS="${SFT_STEPS:-3000}"
-EVAL_EPISODES="${EVAL_EPISODES:-50}"
+STAGES="${STAGES:-vla prm}"
 TASKS="${TASKS:-reach push}"
 WORK="${WORK:-data/default_models}"
-OUT="${OUT:-assets/models/vla-small}"
+DEMOS="${DEMOS:-400}"                   # VLA: expert episodes per task
+SFT_STEPS="${SFT_STEPS:-3000}"
+EVAL_EPISODES="${EVAL_EPISODES:-50}"
+VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
+PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
+PRM_STEPS="${PRM_STEPS:-3000}"
+PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
+HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
 if [ ! -x "$PYTHON" ]; then
     echo "error: $PYTHON not found; run 'bash scripts/setup.sh' first." >&2
     exit 2
 fi
+for stage in $STAGES; do
+    case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
+done
+install_model() {  # install_model SRC DST: replace DST by a copy of SRC, atomically
+    rm -rf "$2.tmp" && cp -r "$1" "$2.tmp" && rm -rf "$2.old" && { [ ! -e "$2" ] || mv "$2" "$2.old"; } \
+        && mv "$2.tmp" "$2" && rm -rf "$2.old"
+}
 start=$(date +%s)
 mkdir -p "$WORK"
-echo "[1/3] expert demonstrations: $DEMOS episodes per task ($TASKS) at 56 px"
-"$PYTHON" -m envs.demos --tasks $TASKS --episodes "$DEMOS" --seed "$SEED" --image-size 56 \
-    --action-noise 0.15 --out "$WORK/demos" --overwrite
-echo "[2/3] untrained vla-small checkpoint"
-"$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
-    --out "$WORK/vla-init" --overwrite
-echo "[3/3] behaviour cloning ($SFT_STEPS steps) + closed-loop eval on $EVAL_EPISODES held-out seeds per task"
-"$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-init" --out "$OUT" --steps "$SFT_STEPS" \
-    --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
-echo "built $OUT in $(( $(date +%s) - start )) s ($(du -sh "$OUT" | cut -f1))"
+if [[ " $STAGES " == *" vla "* ]]; then
+    echo "[vla 1/3] expert demonstrations: $DEMOS episodes per task ($TASKS) at 56 px"
+    "$PYTHON" -m envs.demos --tasks $TASKS --episodes "$DEMOS" --seed "$SEED" --image-size 56 \
+        --action-noise 0.15 --out "$WORK/demos" --overwrite
+    echo "[vla 2/3] untrained vla-small checkpoint"
+    "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
+        --out "$WORK/vla-init" --overwrite
+    echo "[vla 3/3] behaviour cloning ($SFT_STEPS steps) + closed-loop eval on $EVAL_EPISODES held-out seeds per task"
+    "$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-init" --out "$VLA_OUT" --steps "$SFT_STEPS" \
+        --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
+    echo "built $VLA_OUT in $(( $(date +%s) - start )) s ($(du -sh "$VLA_OUT" | cut -f1))"
+fi
+if [[ " $STAGES " == *" prm "* ]]; then
+    prm_start=$(date +%s)
+    echo "[prm 1/4] PRM datasets: $PRM_EPISODES perturbed-expert episodes per task, and a held-out set"
+    "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples "$PRM_EPISODES" --seed "$SEED" \
+        --image_size 56 --out "$WORK/prm-data" --overwrite
+    "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples $(( (PRM_EPISODES + 3) / 4 )) \
+        --seed "$HELDOUT_SEED" --image_size 56 --out "$WORK/prm-heldout" --overwrite
+    echo "[prm 2/4] untrained PRM checkpoint (vla-small shape, position frame)"
+    "$PYTHON" -m vla_rl.qwen.build --preset vla-small --position-frame --seed "$SEED" --out "$WORK/prm-init" --overwrite
+    echo "[prm 3/4] PRM training ($PRM_STEPS steps, target: completion, rising with progress before it)"
+    "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$WORK/prm-init" \
+        --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 \
+        --eval_steps 500 --save_steps 500 --logging_steps 100 --seed "$SEED" --overwrite
+    install_model "$WORK/prm-run/final_checkpoint" "$PRM_OUT"
+    echo "[prm 4/4] held-out evaluation"
+    "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$PRM_OUT" --data "$WORK/prm-heldout" --split all \
+        --out "$WORK/prm-eval"
+    cp "$WORK/prm-eval/prm_eval.json" "$PRM_OUT/heldout_eval.json"
+    echo "built $PRM_OUT in $(( $(date +%s) - prm_start )) s ($(du -sh "$PRM_OUT" | cut -f1))"
+fi
+echo "done in $(( $(date +%s) - start )) s"

@@ -111,3 +111,45 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "nothing"), "--skip_generation", "True"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_policy_rollouts_with_a_difficulty_band(tiny_qwen, tmp_path):
+    """Method 1: sampled rollouts of a policy from the same initial state, kept by failure rate."""
+    config = DataConfig(
+        out=str(tmp_path / "policy"),
+        method="policy",
+        vla_path=tiny_qwen,
+        tasks=["reach"],
+        num_samples=2,
+        num_rollouts=3,
+        band=(0.0, 1.0),
+        max_env_length=4,
+        image_size=56,
+        seed=11,
+    )
+    meta = generate(config, progress_bar=False)
+    rows = load_rows(config.out, "train") + load_rows(config.out, "validation")
+    episodes = episodes_of(rows)
+    assert len(episodes) == 2 * 3 and meta["episodes"] == 6
+    by_seed = {}
+    for frames in episodes.values():
+        assert len(frames) == 5 and frames[0]["source"] == "policy"  # reset frame + 4 steps
+        by_seed.setdefault(frames[0]["seed"], []).append(frames)
+    assert len(by_seed) == 2 and all(len(v) == 3 for v in by_seed.values())
+    for rollouts in by_seed.values():  # the rollouts of one initial state start from the same frame
+        first = [np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(r[0]["image_path"])) for r in rollouts]
+        assert all(np.array_equal(first[0], f) for f in first[1:])
+    # an untrained policy never succeeds: a 30-80 % failure band keeps no initial state
+    config = DataConfig(
+        out=str(tmp_path / "none"),
+        method="policy",
+        vla_path=tiny_qwen,
+        tasks=["reach"],
+        num_samples=1,
+        num_rollouts=2,
+        max_env_length=3,
+        image_size=56,
+    )
+    with pytest.raises(ValueError, match="failure rate in --band"):
+        generate(config, progress_bar=False)
+    assert not os.path.exists(config.out)
