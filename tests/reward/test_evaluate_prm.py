@@ -1,0 +1,59 @@
+"""The PRM evaluation CLI on a real simulator-labelled dataset: references and the seed check."""
+
+import json
+
+import pytest
+
+from reward.data import DataConfig, generate
+from reward.evaluate_prm import main
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("prm") / "heldout")
+    generate(DataConfig(out=out, tasks=["reach", "push"], num_samples=6, image_size=32, seed=9), progress_bar=False)
+    return out
+
+
+def test_oracle_is_perfect_and_random_is_not(heldout, tmp_path, capsys):
+    assert (
+        main(["--prm_model_name_or_path", "oracle", "--data", heldout, "--split", "all", "--out", str(tmp_path / "o")])
+        == 0
+    )
+    report = json.loads((tmp_path / "o" / "prm_eval.json").read_text())
+    assert report["frame"]["f1"] == 1.0 and report["frame"]["ece"] == 0.0
+    assert report["episode"]["earliest_completion_error_frames"] == 0.0
+    assert report["episode"]["flicker_rate"] == 0.0
+    assert set(report["per_task"]) == {"VLARL/Reach-v0", "VLARL/Push-v0"}
+    assert (tmp_path / "o" / "prm_curves.png").stat().st_size > 5000
+    assert "evaluation seeds:" in capsys.readouterr().out
+    assert (
+        main(["--prm_model_name_or_path", "random", "--data", heldout, "--split", "all", "--out", str(tmp_path / "r")])
+        == 0
+    )
+    random_report = json.loads((tmp_path / "r" / "prm_eval.json").read_text())
+    assert random_report["frame"]["f1"] < 0.6
+    progress = tmp_path / "p"
+    assert (
+        main(
+            ["--prm_model_name_or_path", "oracle_progress", "--data", heldout, "--split", "all", "--out", str(progress)]
+        )
+        == 0
+    )
+    # privileged progress rises along successful episodes
+    assert json.loads((progress / "prm_eval.json").read_text())["episode"]["value_order_correlation"] > 0.8
+
+
+def test_evaluation_seeds_must_be_disjoint_from_training_seeds(heldout, tiny_qwen, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "prm"
+    shutil.copytree(tiny_qwen, model)
+    seeds = json.loads((__import__("pathlib").Path(heldout) / "meta.json").read_text())["seeds"]
+    (model / "prm_config.json").write_text(json.dumps({"dataset_seeds": {"train": seeds["validation"]}}))
+    args = ["--prm_model_name_or_path", str(model), "--data", heldout, "--out", str(tmp_path / "e")]
+    assert main(args) == 2
+    assert "overlap the PRM's training seeds" in capsys.readouterr().err
+    assert main(args + ["--allow_seed_overlap", "True"]) == 0
+    report = json.loads((tmp_path / "e" / "prm_eval.json").read_text())
+    assert report["seed_overlap"] and 0.0 <= report["frame"]["f1"] <= 1.0
