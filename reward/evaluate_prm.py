@@ -144,8 +144,8 @@ def plot_curves(records: list[dict], path: str, per_kind: int = 4, threshold: fl
                 ax.set_ylabel("P(completed)")
     handles, names = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, names, loc="upper right", fontsize=8)
-    fig.tight_layout()
+        fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     tmp = f"{path}.tmp.png"
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -198,6 +198,11 @@ def evaluate(args) -> dict:
     return report
 
 
+def describe_seeds(seeds: dict) -> str:
+    """``task: N seeds in [lo, hi]`` per task (the full lists are in the JSON report)."""
+    return "; ".join(f"{task}: {len(v)} seeds in [{min(v)}, {max(v)}]" for task, v in seeds.items() if v)
+
+
 def parse_args(argv: list[str] | None = None):
     p = argparse.ArgumentParser(prog="python -m reward.evaluate_prm", description=__doc__.split("\n\n")[0])
     p.add_argument("--prm_model_name_or_path", required=True, help=f"Qwen2-VL checkpoint or one of {BUILTINS}")
@@ -227,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     frame, episode = report["frame"], report["episode"]
-    print(f"evaluation seeds: {report['evaluation_seeds']}")
-    print(f"training seeds:   {report['training_seeds'] or 'unknown (no prm_config.json)'}")
+    print(f"evaluation seeds: {describe_seeds(report['evaluation_seeds'])}")
+    print(f"training seeds:   {describe_seeds(report['training_seeds']) or 'unknown (no prm_config.json)'}")
     print(
         f"frames {frame['frames']} ({frame['positives']} completed): F1 {frame['f1']:.3f} (P {frame['precision']:.3f} "
         f"R {frame['recall']:.3f}), balanced hmean {frame['balanced_hmean']:.3f}, ECE {frame['ece']:.3f}, "

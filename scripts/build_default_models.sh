@@ -9,7 +9,8 @@
 #   1. a simulator-labelled PRM dataset from perturbed experts (noise levels, decoy targets),
 #      and a held-out one from disjoint seeds,
 #   2. build an untrained vla-small-shaped checkpoint and train it with reward.train_prm,
-#   3. evaluate it on the held-out dataset (frame F1, value-order correlation, ...).
+#   3. evaluate it on the held-out dataset (frame F1, value-order correlation, ...) and install it
+#      only if it meets the targets (FORCE_INSTALL_PRM=1 installs it regardless).
 # Each model is installed atomically. Deterministic under SEED. Wall times on a 2-core CPU
 # machine: see README ("The policy and the embedded models").
 #
@@ -69,11 +70,19 @@ if [[ " $STAGES " == *" prm "* ]]; then
     "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$WORK/prm-init" \
         --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 \
         --eval_steps 500 --save_steps 500 --logging_steps 100 --seed "$SEED" --overwrite
-    install_model "$WORK/prm-run/final_checkpoint" "$PRM_OUT"
-    echo "[prm 4/4] held-out evaluation"
-    "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$PRM_OUT" --data "$WORK/prm-heldout" --split all \
-        --out "$WORK/prm-eval"
-    cp "$WORK/prm-eval/prm_eval.json" "$PRM_OUT/heldout_eval.json"
-    echo "built $PRM_OUT in $(( $(date +%s) - prm_start )) s ($(du -sh "$PRM_OUT" | cut -f1))"
+    echo "[prm 4/4] held-out evaluation; installed as $PRM_OUT only if it meets the targets (F1 >= 0.90, value-order >= 0.80)"
+    "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
+        --data "$WORK/prm-heldout" --split all --out "$WORK/prm-eval"
+    if "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); \
+sys.exit(0 if r['frame']['f1'] >= 0.9 and r['episode']['value_order_correlation'] >= 0.8 else 1)" \
+        "$WORK/prm-eval/prm_eval.json" || [ "${FORCE_INSTALL_PRM:-0}" = 1 ]; then
+        cp "$WORK/prm-eval/prm_eval.json" "$WORK/prm-run/final_checkpoint/heldout_eval.json"
+        install_model "$WORK/prm-run/final_checkpoint" "$PRM_OUT"
+        echo "built $PRM_OUT in $(( $(date +%s) - prm_start )) s ($(du -sh "$PRM_OUT" | cut -f1))"
+    else
+        echo "the PRM missed its held-out targets (see $WORK/prm-eval/prm_eval.json); $PRM_OUT left as it was." >&2
+        echo "use it explicitly with --prm_model_name_or_path $WORK/prm-run/final_checkpoint, or install it anyway" >&2
+        echo "with FORCE_INSTALL_PRM=1." >&2
+    fi
 fi
 echo "done in $(( $(date +%s) - start )) s"
