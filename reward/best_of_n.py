@@ -36,7 +36,7 @@ def expert_rollouts(task: str, seed: int, count: int, image_size: int, noise: fl
 
     import envs
     from envs.experts import make_expert
-    from reward.data import expert_episode
+    from reward.generators import expert_episode
 
     env = gym.make(envs.task_id(task), image_size=image_size)
     try:

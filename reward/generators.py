@@ -1,0 +1,171 @@
+"""Episode generators for PRM datasets: perturbed scripted experts (method 2) and policy rollouts
+with a difficulty band (method 1). See :mod:`reward.data` for the command line and the format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vla_rl import keys
+
+
+@dataclass
+class GeneratedEpisode:
+    """One labelled episode of ``T`` frames, before it is written."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    states: np.ndarray  # (T, 8) float32
+    success: np.ndarray  # (T,) bool, info["success"] per frame
+    progress: np.ndarray  # (T,) float32, info["progress"] per frame
+    task: str
+    instruction: str
+    seed: int
+    source: str
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- method 2
+def decoy_block(env, rng: np.random.Generator) -> int | None:
+    """Another block than the named one, if the task has several."""
+    base = env.unwrapped
+    count = getattr(base, "num_blocks", 1)
+    if not hasattr(base, "target_block") or count < 2:
+        return None
+    return int((base.target_block + rng.integers(1, count)) % count)
+
+
+def expert_action(expert, env, decoy: int | None) -> np.ndarray:
+    """The expert's action, planned towards ``decoy`` instead of the named block if given."""
+    base = env.unwrapped
+    if decoy is None:
+        return expert.act()
+    named = base.target_block
+    base.target_block = decoy
+    try:
+        return expert.act()
+    finally:
+        base.target_block = named
+
+
+def hold(action: np.ndarray) -> np.ndarray:
+    """Stay put with the gripper as it was: the action after success, so that the recorded
+    "completed" frames still show the completed scene."""
+    still = np.zeros_like(action)
+    still[6] = action[6]
+    return still
+
+
+def expert_episode(
+    env, expert, seed: int, decoy_rng, decoy_fraction: float, post_success: int, max_steps: int = 0
+) -> GeneratedEpisode:
+    """One (perturbed) expert episode of at most ``max_steps`` actions (0: the task's limit);
+    after success it holds still for ``post_success`` frames."""
+    obs, info = env.reset(seed=seed)
+    expert.reset()
+    decoy = decoy_block(env, decoy_rng) if decoy_rng.random() < decoy_fraction else None
+    frames, states = [obs["image"]], [obs["state"]]
+    success, progress = [info["success"]], [info["progress"]]
+    limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200)
+    steps, after = 0, None  # after: frames recorded since success
+    action = np.zeros(7, np.float32)
+    while True:
+        action = expert_action(expert, env, decoy) if after is None else hold(action)
+        obs, _, terminated, _, info = env.unwrapped.step(action)
+        steps += 1
+        frames.append(obs["image"])
+        states.append(obs["state"])
+        success.append(info["success"])
+        progress.append(info["progress"])
+        if keys.SIM_ERROR in info:
+            break
+        if after is not None and not info["success"]:  # e.g. a pushed block slid on past the pad
+            for column in (frames, states, success, progress):
+                column.pop()
+            break
+        if after is None and terminated:
+            after = 0
+        elif after is not None:
+            after += 1
+        if (after is not None and after >= post_success) or (after is None and steps >= limit):
+            break
+    noise = f"noise{expert.action_noise:g}"
+    return GeneratedEpisode(
+        frames=np.stack(frames),
+        states=np.stack(states).astype(np.float32),
+        success=np.asarray(success, bool),
+        progress=np.asarray(progress, np.float32),
+        task=env.spec.id,
+        instruction=info["instruction"],
+        seed=seed,
+        source=f"expert-{noise}" + ("-decoy" if decoy is not None else ""),
+    )
+
+
+def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedEpisode]:
+    import gymnasium as gym
+
+    import envs
+    from envs.experts import make_expert
+
+    env = gym.make(envs.task_id(task), image_size=config.image_size)
+    rng = np.random.default_rng([config.seed, len(task)])
+    experts = {n: make_expert(env, action_noise=n, seed=config.seed) for n in config.noise_levels}
+    episodes = []
+    try:
+        for seed in seeds:
+            expert = experts[config.noise_levels[int(rng.integers(len(config.noise_levels)))]]
+            episodes.append(
+                expert_episode(
+                    env, expert, seed, rng, config.decoy_fraction, config.post_success_frames, config.max_env_length
+                )
+            )
+            bar.update(1)
+    finally:
+        env.close()
+    return episodes
+
+
+# ----------------------------------------------------------------------------- method 1
+def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[GeneratedEpisode]:
+    """``num_rollouts`` sampled policy episodes per candidate initial state; keeps the states
+    whose failure rate is inside ``band`` until ``num_samples`` are kept."""
+    from vla_rl import keys
+    from vla_rl.evaluate import run_episodes
+
+    episodes, kept = [], 0
+    for seed in seeds:
+        rollouts = run_episodes(
+            policy,
+            task,
+            [seed] * config.num_rollouts,
+            config.image_size,
+            num_envs=config.num_rollouts,
+            greedy=False,
+            temperature=config.temperature,
+            max_env_length=config.max_env_length or None,
+            keep_frames=config.num_rollouts,
+        )
+        failure_rate = 1.0 - float(np.mean([r["success"] for r in rollouts]))
+        bar.set_postfix(kept=kept, failure=f"{failure_rate:.2f}")
+        if not config.band[0] <= failure_rate <= config.band[1]:
+            continue
+        for r in rollouts:
+            episodes.append(
+                GeneratedEpisode(
+                    frames=np.stack(r["frames"]),
+                    states=np.stack(r["states"]).astype(np.float32),
+                    success=np.asarray([i[keys.SUCCESS] for i in r["infos"]], bool),
+                    progress=np.asarray([i[keys.PROGRESS] for i in r["infos"]], np.float32),
+                    task=task,
+                    instruction=r["instruction"],
+                    seed=seed,
+                    source="policy",
+                    extra={"initial_state_failure_rate": failure_rate},
+                )
+            )
+        kept += 1
+        bar.update(1)
+        if kept >= config.num_samples:
+            break
+    return episodes
