@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vla_rl.atomic import atomic_directory
+from vla_rl.versioned import read_versioned_json
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -132,16 +133,12 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
 def read_meta(directory: str) -> dict:
     """The ``meta.json`` of a demonstration directory, checked for the format version."""
     path = os.path.join(directory, META_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: {directory!r} is not a demonstration directory "
-            f"(record one with `python -m envs.demos --out {directory}`)."
-        )
-    with open(path) as f:
-        meta = json.load(f)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}.")
-    return meta
+    return read_versioned_json(
+        path,
+        FORMAT_VERSION,
+        f"{path} not found: {directory!r} is not a demonstration directory "
+        f"(record one with `python -m envs.demos --out {directory}`).",
+    )
 
 
 def iter_episodes(directory: str):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 
+from vla_rl.versioned import read_versioned_json
+
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 SPLITS = ("train", "validation")
@@ -44,16 +46,12 @@ ROW_FIELDS = (
 def read_meta(directory: str) -> dict:
     """``meta.json`` of a PRM dataset directory, checked for the format version."""
     path = os.path.join(directory, META_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: {directory!r} is not a PRM dataset "
-            f"(build one with `python -m reward.data --out {directory}`)."
-        )
-    with open(path) as f:
-        meta = json.load(f)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}.")
-    return meta
+    return read_versioned_json(
+        path,
+        FORMAT_VERSION,
+        f"{path} not found: {directory!r} is not a PRM dataset "
+        f"(build one with `python -m reward.data --out {directory}`).",
+    )
 
 
 def check_row(row: dict, where: str) -> None:
