@@ -55,6 +55,26 @@ def test_lora_adapter_save_load_gives_the_same_scores(dataset, tiny_qwen, tmp_pa
     for merge in (True, False):
         prm = QwenProcessRM(tiny_qwen, adapter_path=final, merge_adapter=merge)
         np.testing.assert_allclose(_probe_scores(summary, dataset, prm), summary["probe"]["scores"], atol=1e-5)
+    # the PPO trainer's own loader takes the adapter from the documented flags, without conversion
+    from vla_rl.config import parse_config
+    from vla_rl.trainer import build_prm
+
+    ppo_config = parse_config(
+        [
+            "--vla_path",
+            tiny_qwen,
+            "--process_reward_model",
+            "True",
+            "--prm_model_name_or_path",
+            tiny_qwen,
+            "--prm_checkpoint_path",
+            final,
+            "--run_root_dir",
+            str(tmp_path / "runs"),
+        ]
+    )
+    from_trainer = _probe_scores(summary, dataset, build_prm(ppo_config))
+    np.testing.assert_allclose(from_trainer, summary["probe"]["scores"], atol=1e-5)
     base = _probe_scores(summary, dataset, QwenProcessRM(tiny_qwen))
     assert np.abs(base - np.asarray(summary["probe"]["scores"])).max() > 1e-3  # the adapter changed the PRM
 
