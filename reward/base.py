@@ -130,3 +130,20 @@ class RandomRM(ProcessRewardModel):
         positive = self.rng.random(len(frames)) < self.positive_rate
         magnitude = self.rng.random(len(frames)) * 0.5
         return np.where(positive, 0.5 + magnitude, 0.5 - magnitude - 1e-6).astype(np.float32)
+
+
+BUILTIN_PRMS = ("dummy", "oracle", "oracle_progress", "random")
+
+
+def builtin_prm(name: str, seed: int = 0) -> ProcessRewardModel:
+    """The built-in PRM called ``name`` (one of ``BUILTIN_PRMS``): a DummyRM, the privileged
+    success / progress oracles, or a seeded RandomRM."""
+    factories = {
+        "dummy": DummyRM,
+        "oracle": lambda: OracleRM("success"),
+        "oracle_progress": lambda: OracleRM("progress"),
+        "random": lambda: RandomRM(seed=seed),
+    }
+    if name not in factories:
+        raise ValueError(f"unknown built-in PRM {name!r}; choose one of {BUILTIN_PRMS}.")
+    return factories[name]()

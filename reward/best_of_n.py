@@ -28,7 +28,8 @@ import time
 
 import numpy as np
 
-from reward.evaluate_prm import BUILTINS, load_prm
+from reward.base import BUILTIN_PRMS
+from reward.evaluate_prm import load_prm
 
 
 def expert_rollouts(task: str, seed: int, count: int, image_size: int, noise: float, decoy: float, rng) -> list[dict]:
@@ -175,7 +176,7 @@ def run(args) -> dict:
 
 def parse_args(argv: list[str] | None = None):
     p = argparse.ArgumentParser(prog="python -m reward.best_of_n", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prm_model_name_or_path", required=True, help=f"Qwen2-VL checkpoint or one of {BUILTINS}")
+    p.add_argument("--prm_model_name_or_path", required=True, help=f"Qwen2-VL checkpoint or one of {BUILTIN_PRMS}")
     p.add_argument("--prm_checkpoint_path", default=None, help="LoRA adapter directory")
     p.add_argument("--policy", default="expert", help="VLA checkpoint directory, or 'expert'")
     p.add_argument("--tasks", nargs="+", default=["reach", "push"])

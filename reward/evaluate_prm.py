@@ -26,22 +26,14 @@ import time
 
 import numpy as np
 
+from reward.base import BUILTIN_PRMS, builtin_prm
 from vla_rl.cli import str2bool
-
-BUILTINS = ("oracle", "oracle_progress", "random", "dummy")
 
 
 def load_prm(name: str, adapter: str | None, batch_size: int = 64):
-    from reward.base import DummyRM, OracleRM, RandomRM
-
-    builtins = {
-        "oracle": lambda: OracleRM("success"),
-        "oracle_progress": lambda: OracleRM("progress"),
-        "random": lambda: RandomRM(seed=0),
-        "dummy": DummyRM,
-    }
-    if name in builtins:
-        return builtins[name]()
+    """A built-in reference PRM (``BUILTIN_PRMS``) or a Qwen2-VL checkpoint (+ LoRA adapter)."""
+    if name in BUILTIN_PRMS:
+        return builtin_prm(name)
     from reward.qwen_prm import QwenProcessRM
 
     return QwenProcessRM(name, adapter_path=adapter, batch_size=batch_size)
@@ -51,7 +43,7 @@ def training_seeds(name: str, adapter: str | None) -> dict:
     """``{task: [seeds]}`` of the PRM's training split, from its ``prm_config.json``."""
     from reward.qwen_prm import trained_prm_config
 
-    if name in BUILTINS:
+    if name in BUILTIN_PRMS:
         return {}
     return trained_prm_config(adapter, name).get("dataset_seeds", {}).get("train", {})
 
@@ -205,7 +197,7 @@ def describe_seeds(seeds: dict) -> str:
 
 def parse_args(argv: list[str] | None = None):
     p = argparse.ArgumentParser(prog="python -m reward.evaluate_prm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prm_model_name_or_path", required=True, help=f"Qwen2-VL checkpoint or one of {BUILTINS}")
+    p.add_argument("--prm_model_name_or_path", required=True, help=f"Qwen2-VL checkpoint or one of {BUILTIN_PRMS}")
     p.add_argument("--prm_checkpoint_path", default=None, help="LoRA adapter directory (reward.train_prm)")
     p.add_argument("--data", required=True, help="PRM dataset directory (python -m reward.data)")
     p.add_argument("--split", default="validation", choices=["train", "validation", "all"])

@@ -46,6 +46,19 @@ def memory_report(device: str) -> str:
     return f"CPU RSS: {resident_pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.2f} GB"
 
 
+def answer_token_ids(tokenizer, texts) -> list[int]:
+    """The vocabulary id of each answer string; ``ValueError`` unless each is exactly one token."""
+    ids = []
+    for text in texts:
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(
+                f"answer token {text!r} is {len(encoded)} tokens in this tokenizer; it must be exactly one."
+            )
+        ids.append(encoded[0])
+    return ids
+
+
 class QwenProcessRM(ProcessRewardModel):
     """Scores frames with a local Qwen2-VL / Qwen2.5-VL checkpoint.
 
@@ -104,7 +117,7 @@ class QwenProcessRM(ProcessRewardModel):
         self.model = load_model(model_path, "--prm_model_name_or_path", self.device, dtype)
         if adapter_path is not None:
             self.model = apply_adapter(self.model, adapter_path, "--prm_checkpoint_path", merge=merge_adapter)
-        self.answer_ids = [self._single_token(text) for text in answer_tokens]
+        self.answer_ids = answer_token_ids(self.processor.tokenizer, answer_tokens)
         self.answer_tokens = tuple(answer_tokens)
         self.prompt_template = prompt_template
         self.batch_size = batch_size
@@ -120,12 +133,6 @@ class QwenProcessRM(ProcessRewardModel):
             time.perf_counter() - started,
         )
         logger.info("[PRM] After PRM init - %s", memory_report(self.device))
-
-    def _single_token(self, text: str) -> int:
-        ids = self.processor.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"answer token {text!r} is {len(ids)} tokens in this tokenizer; it must be exactly one.")
-        return ids[0]
 
     def prompts(self, instructions: list[str]) -> list[str]:
         return [self.prompt_template.format(instruction=text) for text in instructions]

@@ -192,9 +192,7 @@ def prepare_model(config: PRMTrainConfig):
     """The model to train: LoRA-wrapped (vision tower frozen) or fully trainable."""
     from vla_rl.qwen.loading import load_model
 
-    model = load_model(
-        config.model_name_or_path, "--model_name_or_path", device="cpu" if not _cuda() else "cuda", dtype="float32"
-    )
+    model = load_model(config.model_name_or_path, "--model_name_or_path", device="auto", dtype="float32")
     total = sum(p.numel() for p in model.parameters())
     mode = config.finetune if config.finetune != "auto" else ("full" if total <= FULL_FINETUNE_MAX_PARAMS else "lora")
     if mode == "lora":
@@ -288,7 +286,7 @@ def train_prm(config: PRMTrainConfig) -> dict:
     from transformers.trainer_utils import get_last_checkpoint
 
     from reward.dataset import load_rows, read_meta
-    from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT
+    from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT, answer_token_ids
     from vla_rl.qwen.processor import QwenImageTextProcessor
 
     if config.overwrite and not config.resume and os.path.isdir(config.out):
@@ -297,14 +295,10 @@ def train_prm(config: PRMTrainConfig) -> dict:
     meta = read_meta(config.data)
     train_rows, val_rows = load_rows(config.data, "train"), load_rows(config.data, "validation")
     processor = QwenImageTextProcessor.from_pretrained(config.model_name_or_path)
-    answer_ids = []
-    for text in ANSWER_PAIRS[config.answer_tokens]:
-        ids = processor.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(
-                f"--answer_tokens {config.answer_tokens}: {text!r} is {len(ids)} tokens in this tokenizer."
-            )
-        answer_ids.append(ids[0])
+    try:
+        answer_ids = answer_token_ids(processor.tokenizer, ANSWER_PAIRS[config.answer_tokens])
+    except ValueError as exc:
+        raise ValueError(f"--answer_tokens {config.answer_tokens}: {exc}") from None
     train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
     weights = train_set.class_weights() if config.class_balance else (1.0, 1.0)

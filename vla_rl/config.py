@@ -13,6 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
+from reward.base import BUILTIN_PRMS
 from vla_rl.cli import str2bool
 
 ASSETS_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "models")
@@ -26,7 +27,6 @@ TASK_SUITES = {
     "pick_place": ["pick_place"],
     "stack": ["stack"],
 }
-PRM_BUILTINS = ("dummy", "oracle", "oracle_progress", "random")
 
 
 def default_prm() -> str:
@@ -87,7 +87,7 @@ class EnvConfig:
 class PRMConfig:
     process_reward_model: bool = field(default=True, metadata={"help": "add the PRM reward (True/False)"})
     prm_model_name_or_path: str = field(
-        default="", metadata={"help": f"PRM checkpoint directory or {PRM_BUILTINS} (default: the embedded PRM)"}
+        default="", metadata={"help": f"PRM checkpoint directory or {BUILTIN_PRMS} (default: the embedded PRM)"}
     )
     prm_checkpoint_path: str = field(default="", metadata={"help": "LoRA adapter directory for the PRM"})
     prm_reward_weight: float = field(default=0.1, metadata={"help": "weight w of the PRM term"})
@@ -105,13 +105,13 @@ class PRMConfig:
         if not self.process_reward_model:
             return
         model = self.resolved_model()
-        if model not in PRM_BUILTINS:
+        if model not in BUILTIN_PRMS:
             from vla_rl.qwen.loading import read_checkpoint_config
 
             read_checkpoint_config(model, "--prm_model_name_or_path")
         if self.prm_checkpoint_path and not os.path.isdir(self.prm_checkpoint_path):
             raise FileNotFoundError(f"--prm_checkpoint_path {self.prm_checkpoint_path!r}: no such directory.")
-        if self.prm_checkpoint_path and model in PRM_BUILTINS:
+        if self.prm_checkpoint_path and model in BUILTIN_PRMS:
             raise ValueError(f"--prm_checkpoint_path needs a Qwen2-VL --prm_model_name_or_path, not {model!r}.")
 
 

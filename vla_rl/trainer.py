@@ -41,19 +41,13 @@ logger = logging.getLogger("vla_rl.train")
 # ----------------------------------------------------------------------------- components
 def build_prm(config: TrainConfig):
     """The PRM of the config (``None`` when ``--process_reward_model False``)."""
-    from reward.base import DummyRM, OracleRM, RandomRM
+    from reward.base import BUILTIN_PRMS, builtin_prm
 
     if not config.prm.process_reward_model:
         return None
     name = config.prm.resolved_model()
-    if name == "dummy":
-        return DummyRM()
-    if name == "oracle":
-        return OracleRM("success")
-    if name == "oracle_progress":
-        return OracleRM("progress")
-    if name == "random":
-        return RandomRM(seed=config.run.seed)
+    if name in BUILTIN_PRMS:
+        return builtin_prm(name, seed=config.run.seed)
     from reward.qwen_prm import QwenProcessRM
 
     return QwenProcessRM(
