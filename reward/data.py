@@ -112,6 +112,8 @@ def episode_rows(episode: GeneratedEpisode, index: int, step_frames: int) -> lis
 
     labels = L.episode_labels(episode.success, episode.progress, episode.states, step_frames)
     success = bool(labels["completion"][-1])
+    task = envs.task_id(episode.task)
+    max_progress = round(float(np.max(episode.progress)), 4)
     he_tokens, se_tokens, completion_tokens = (
         L.tokens(labels["he"]),
         L.tokens(labels["se"]),
@@ -124,12 +126,12 @@ def episode_rows(episode: GeneratedEpisode, index: int, step_frames: int) -> lis
                 "episode": index,
                 "frame": t,
                 "image": f"images/{index:06d}/{t:04d}.png",
-                "task": envs.task_id(episode.task),
+                "task": task,
                 "instruction": episode.instruction,
                 "seed": episode.seed,
                 "source": episode.source,
                 "episode_success": success,
-                "episode_max_progress": round(float(np.max(episode.progress)), 4),
+                "episode_max_progress": max_progress,
                 "success": bool(episode.success[t]),
                 "progress": round(float(episode.progress[t]), 4),
                 "completion": int(labels["completion"][t]),
@@ -256,21 +258,25 @@ def dataset_meta(config: DataConfig, splits: dict, seeds_of: dict, episodes: int
 
 
 def parse_args(argv: list[str] | None = None) -> DataConfig:
+    d = DataConfig(out="")  # the defaults
     p = argparse.ArgumentParser(prog="python -m reward.data", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="dataset directory (written atomically)")
-    p.add_argument("--method", default="expert", choices=["expert", "policy"], help="who generates the episodes")
-    p.add_argument("--tasks", nargs="+", default=["reach", "push"], help="task names")
+    p.add_argument("--method", default=d.method, choices=["expert", "policy"], help="who generates the episodes")
+    p.add_argument("--tasks", nargs="+", default=d.tasks, help="task names")
     p.add_argument(
-        "--num_samples", type=int, default=100, help="episodes (expert) / kept initial states (policy) per task"
+        "--num_samples",
+        type=int,
+        default=d.num_samples,
+        help="episodes (expert) / kept initial states (policy) per task",
     )
-    p.add_argument("--num_rollouts", type=int, default=8, help="policy rollouts per initial state")
+    p.add_argument("--num_rollouts", type=int, default=d.num_rollouts, help="policy rollouts per initial state")
     p.add_argument("--vla_path", default=None, help="policy checkpoint for --method policy")
-    p.add_argument("--temperature", type=float, default=1.0, help="policy sampling temperature")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="policy sampling temperature")
     p.add_argument(
         "--band",
         nargs=2,
         type=float,
-        default=[0.3, 0.8],
+        default=list(d.band),
         metavar=("LOW", "HIGH"),
         help="keep initial states whose policy failure rate is in [LOW, HIGH]",
     )
@@ -278,16 +284,24 @@ def parse_args(argv: list[str] | None = None) -> DataConfig:
         "--noise_levels",
         nargs="+",
         type=float,
-        default=[0.0, 0.3, 0.6, 1.0],
+        default=d.noise_levels,
         help="expert action-noise std levels, one drawn per episode",
     )
-    p.add_argument("--decoy_fraction", type=float, default=0.25, help="share of expert episodes aimed at another block")
-    p.add_argument("--post_success_frames", type=int, default=8, help="expert frames recorded after success")
-    p.add_argument("--step_frames", type=int, default=5, help="frames per step for the HE/SE step rewards")
-    p.add_argument("--max_env_length", type=int, default=0, help="episode step limit (0: the task's own)")
-    p.add_argument("--image_size", type=int, default=56, help="frame side, pixels")
-    p.add_argument("--val_fraction", type=float, default=0.2, help="share of initial states in the validation split")
-    p.add_argument("--seed", type=int, default=0, help="first initial-state seed; also seeds noise and sampling")
+    p.add_argument(
+        "--decoy_fraction", type=float, default=d.decoy_fraction, help="share of expert episodes aimed at another block"
+    )
+    p.add_argument(
+        "--post_success_frames", type=int, default=d.post_success_frames, help="expert frames recorded after success"
+    )
+    p.add_argument("--step_frames", type=int, default=d.step_frames, help="frames per step for the HE/SE step rewards")
+    p.add_argument(
+        "--max_env_length", type=int, default=d.max_env_length, help="episode step limit (0: the task's own)"
+    )
+    p.add_argument("--image_size", type=int, default=d.image_size, help="frame side, pixels")
+    p.add_argument(
+        "--val_fraction", type=float, default=d.val_fraction, help="share of initial states in the validation split"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="first initial-state seed; also seeds noise and sampling")
     p.add_argument("--skip_generation", type=str2bool, default=False, help="reuse the dataset already at --out")
     p.add_argument(
         "--overwrite", type=str2bool, nargs="?", const=True, default=False, help="replace --out if it exists"

@@ -64,8 +64,8 @@ def expert_episode(
     obs, info = env.reset(seed=seed)
     expert.reset()
     decoy = decoy_block(env, decoy_rng) if decoy_rng.random() < decoy_fraction else None
-    frames, states = [obs["image"]], [obs["state"]]
-    success, progress = [info["success"]], [info["progress"]]
+    frames, states = [obs[keys.IMAGE]], [obs[keys.STATE]]
+    success, progress = [info[keys.SUCCESS]], [info[keys.PROGRESS]]
     limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200)
     steps, after = 0, None  # after: frames recorded since success
     action = np.zeros(7, np.float32)
@@ -73,13 +73,13 @@ def expert_episode(
         action = expert_action(expert, env, decoy) if after is None else hold(action)
         obs, _, terminated, _, info = env.unwrapped.step(action)
         steps += 1
-        frames.append(obs["image"])
-        states.append(obs["state"])
-        success.append(info["success"])
-        progress.append(info["progress"])
+        frames.append(obs[keys.IMAGE])
+        states.append(obs[keys.STATE])
+        success.append(info[keys.SUCCESS])
+        progress.append(info[keys.PROGRESS])
         if keys.SIM_ERROR in info:
             break
-        if after is not None and not info["success"]:  # e.g. a pushed block slid on past the pad
+        if after is not None and not info[keys.SUCCESS]:  # e.g. a pushed block slid on past the pad
             for column in (frames, states, success, progress):
                 column.pop()
             break
@@ -96,7 +96,7 @@ def expert_episode(
         success=np.asarray(success, bool),
         progress=np.asarray(progress, np.float32),
         task=env.spec.id,
-        instruction=info["instruction"],
+        instruction=info[keys.INSTRUCTION],
         seed=seed,
         source=f"expert-{noise}" + ("-decoy" if decoy is not None else ""),
     )
@@ -130,7 +130,6 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
 def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[GeneratedEpisode]:
     """``num_rollouts`` sampled policy episodes per candidate initial state; keeps the states
     whose failure rate is inside ``band`` until ``num_samples`` are kept."""
-    from vla_rl import keys
     from vla_rl.evaluate import run_episodes
 
     episodes, kept = [], 0
