@@ -2,7 +2,7 @@
 # One-command setup on a fresh Debian/Ubuntu machine (idempotent: safe to re-run).
 #
 #   bash scripts/setup.sh            # runtime: system GL libraries + .venv with vla-rl
-#   bash scripts/setup.sh --dev      # + test tools and the Meta-World adapter
+#   bash scripts/setup.sh --dev      # + test tools, Ray and the Meta-World adapter
 #   bash scripts/setup.sh --extras dist,wandb   # any extras of pyproject.toml
 #
 # Environment: VENV (default .venv), PYTHON (default python3).
@@ -20,7 +20,7 @@ say() { echo "setup.sh: $*"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --dev) EXTRAS="${EXTRAS:+$EXTRAS,}dev,metaworld" ;;
+    --dev) EXTRAS="${EXTRAS:+$EXTRAS,}dev,metaworld,dist" ;;
     --extras) shift; [ $# -gt 0 ] || die "--extras needs a value, e.g. --extras dist,wandb"; EXTRAS="${EXTRAS:+$EXTRAS,}$1" ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (use --dev, --extras LIST or --help)" ;;

@@ -14,3 +14,6 @@ SIM_ERROR = "sim_error"
 ENV_REWARD = "env_reward"
 PRM_SCORE = "prm_score"
 PRM_REWARD = "prm_reward"
+
+# Per-step info key of the Ray env workers: the sub-env's worker died, its episode is dropped.
+DROPPED = "dropped"

@@ -21,11 +21,21 @@ import torch
 from vla_rl import keys
 
 
+def assign_tasks(tasks: list[str], num_envs: int) -> list[str]:
+    """The task of every sub-env, round-robin so every task gets ``num_envs / len(tasks)``."""
+    return [tasks[i % len(tasks)] for i in range(num_envs)]
+
+
 def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_length: int = 0) -> tuple[list, list]:
-    """Env constructors, tasks assigned round-robin so every task gets ``num_envs / len(tasks)``."""
+    """Env constructors, tasks assigned round-robin (:func:`assign_tasks`), and the assignment."""
+    assigned = assign_tasks(tasks, num_envs)
+    return task_env_fns(assigned, image_size, max_env_length), assigned
+
+
+def task_env_fns(assigned: list[str], image_size: int, max_env_length: int = 0) -> list:
+    """One env constructor per entry of ``assigned`` (a task name each)."""
     import envs
 
-    assigned = [tasks[i % len(tasks)] for i in range(num_envs)]
     kwargs = {"image_size": image_size}
     if max_env_length:
         kwargs["max_episode_steps"] = max_env_length
@@ -33,7 +43,7 @@ def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_lengt
     def make(task):
         return lambda: gym.make(envs.task_id(task), **kwargs)
 
-    return [make(task) for task in assigned], assigned
+    return [make(task) for task in assigned]
 
 
 @dataclass
@@ -54,6 +64,7 @@ class RolloutBatch:
     truncated: np.ndarray
     valid: np.ndarray
     episodes: list[dict] = field(default_factory=list)  # finished episodes: task, success, length, returns
+    dropped_episodes: int = 0  # episodes cut by a crashed env worker (their steps are not valid)
     timing: dict = field(default_factory=dict)
 
     @property
@@ -101,6 +112,8 @@ class Rollout:
         truncated = np.zeros((T, N), bool)
         valid = np.zeros((T, N), bool)
         successes = np.zeros((T, N), bool)
+        dropped = np.zeros((T, N), bool)
+        episode_start = np.zeros(N, int)  # first step of each env's current episode in this rollout
         timing = {"policy": 0.0, "env": 0.0, "prm": 0.0}
         for t in range(T):
             images[t] = self.observations[keys.IMAGE]
@@ -123,6 +136,12 @@ class Rollout:
                 prm_scores[t] = infos[keys.PRM_SCORE]
             terminated[t], truncated[t] = term & valid[t], trunc & valid[t]
             successes[t] = np.asarray(infos.get(keys.SUCCESS, np.zeros(N, bool)), bool) & valid[t]
+            if keys.DROPPED in infos:  # a crashed env worker: its episodes' steps are not transitions
+                dropped[t] = np.asarray(infos[keys.DROPPED], bool) & np.asarray(infos[f"_{keys.DROPPED}"], bool)
+                for i in np.flatnonzero(dropped[t]):
+                    valid[episode_start[i] : t + 1, i] = False
+                    terminated[t, i] = truncated[t, i] = successes[t, i] = False
+            episode_start[term | trunc] = t + 1
             self.instructions = list(infos[keys.INSTRUCTION])
             self.ending = term | trunc
         start = time.perf_counter()
@@ -138,7 +157,7 @@ class Rollout:
             prm_scores = np.where(valid, scored[keys.PRM_SCORE], np.nan).astype(np.float32)
         values_t = torch.stack(values)
         next_values = torch.cat([values_t[1:], last_values[None]], 0)
-        episodes = self._episodes(env_rewards, prm_rewards, terminated, truncated, valid, successes)
+        episodes = self._episodes(env_rewards, prm_rewards, terminated, truncated, valid, successes, dropped)
         return RolloutBatch(
             images,
             states,
@@ -154,13 +173,17 @@ class Rollout:
             truncated,
             valid,
             episodes,
+            int(dropped.sum()),
             timing,
         )
 
-    def _episodes(self, env_rewards, prm_rewards, terminated, truncated, valid, successes) -> list[dict]:
+    def _episodes(self, env_rewards, prm_rewards, terminated, truncated, valid, successes, dropped) -> list[dict]:
         """Finished-episode records (episodes may span rollouts: running sums are kept)."""
         finished = []
         for t in range(len(valid)):
+            for i in np.flatnonzero(dropped[t]):
+                self.returns[i] = self.env_returns[i] = 0.0
+                self.lengths[i] = 0
             for i in np.flatnonzero(valid[t]):
                 self.returns[i] += env_rewards[t, i] + prm_rewards[t, i]
                 self.env_returns[i] += env_rewards[t, i]
