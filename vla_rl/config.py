@@ -154,6 +154,32 @@ class PPOConfig:
 
 
 @dataclass
+class ScaleConfig:
+    use_ray: str = field(default="auto", metadata={"help": "env workers as Ray actors: auto | True | False"})
+    ray_address: str = field(default="", metadata={"help": "Ray cluster to join (default: $RAY_ADDRESS, else local)"})
+    num_env_workers: int = field(default=0, metadata={"help": "Ray env worker actors (0: one per CPU, <= num_envs)"})
+    prm_server_batch_size: int = field(default=64, metadata={"help": "most frames per PRM server call"})
+    prm_server_wait_ms: float = field(default=5.0, metadata={"help": "longest wait for a PRM server batch to fill"})
+    rollout_backend: str = field(default="auto", metadata={"help": "VLA rollout engine: auto | hf | vllm"})
+    prm_backend: str = field(default="auto", metadata={"help": "PRM engine: auto | hf | vllm"})
+    fsdp: str = field(default="auto", metadata={"help": "FSDP training across torchrun ranks: auto | True | False"})
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "GPU memory share of each vLLM engine"})
+
+    def validate(self) -> None:
+        from vla_rl.distributed.backends import resolve_backends
+
+        _at_least(self.num_env_workers, 0, "--num_env_workers")
+        _at_least(self.prm_server_batch_size, 1, "--prm_server_batch_size")
+        _at_least(self.prm_server_wait_ms, 0.0, "--prm_server_wait_ms")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            share = self.vllm_gpu_memory_utilization
+            raise ValueError(f"--vllm_gpu_memory_utilization must be in (0, 1], got {share}.")
+        self.backends = resolve_backends(
+            self.use_ray, self.rollout_backend, self.prm_backend, self.fsdp, self.ray_address
+        )
+
+
+@dataclass
 class RunConfig:
     run_root_dir: str = field(default="runs", metadata={"help": "runs are written under this directory"})
     exp_name: str = field(default="", metadata={"help": "run name (default: derived from the flags)"})
@@ -189,10 +215,13 @@ class TrainConfig:
     prm: PRMConfig = field(default_factory=PRMConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def validate(self) -> TrainConfig:
-        for part in (self.run, self.env, self.ppo, self.prm, self.policy):
+        for part in (self.run, self.env, self.ppo, self.prm, self.policy, self.scale):
             part.validate()
+        if self.scale.num_env_workers > self.env.num_envs:
+            raise ValueError(f"--num_env_workers ({self.scale.num_env_workers}) must be <= --num_envs.")
         return self
 
     @property
@@ -212,8 +241,22 @@ class TrainConfig:
         return asdict(self)
 
 
-COMPONENTS = {"policy": PolicyConfig, "env": EnvConfig, "prm": PRMConfig, "ppo": PPOConfig, "run": RunConfig}
-TITLES = {"policy": "policy", "env": "environments", "prm": "process reward model", "ppo": "PPO", "run": "run"}
+COMPONENTS = {
+    "policy": PolicyConfig,
+    "env": EnvConfig,
+    "prm": PRMConfig,
+    "ppo": PPOConfig,
+    "run": RunConfig,
+    "scale": ScaleConfig,
+}
+TITLES = {
+    "policy": "policy",
+    "env": "environments",
+    "prm": "process reward model",
+    "ppo": "PPO",
+    "run": "run",
+    "scale": "scale-out (Ray, vLLM, FSDP)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,29 +33,10 @@ from vla_rl.checkpointing import (
     set_rng_state,
 )
 from vla_rl.config import TrainConfig
+from vla_rl.distributed.runtime import training_env
 from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
 
 logger = logging.getLogger("vla_rl.train")
-
-
-# ----------------------------------------------------------------------------- components
-def build_prm(config: TrainConfig):
-    """The PRM of the config (``None`` when ``--process_reward_model False``)."""
-    from reward.base import BUILTIN_PRMS, builtin_prm
-
-    if not config.prm.process_reward_model:
-        return None
-    name = config.prm.resolved_model()
-    if name in BUILTIN_PRMS:
-        return builtin_prm(name, seed=config.run.seed)
-    from reward.qwen_prm import QwenProcessRM
-
-    return QwenProcessRM(
-        name,
-        adapter_path=config.prm.prm_checkpoint_path or None,
-        device=config.policy.device,
-        batch_size=max(32, config.env.num_envs),
-    )
 
 
 # ----------------------------------------------------------------------------- PPO update
@@ -150,6 +131,7 @@ def rollout_metrics(batch, rollout_seconds: float) -> dict:
             rows = [e["success"] for e in episodes if e["task"] == task]
             metrics[f"rollout/success_rate/{task}"] = float(np.mean(rows))
     metrics["rollout/episodes"] = float(len(episodes))
+    metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes)
     valid = batch.valid
     scores = batch.prm_scores[valid]
     if np.isfinite(scores).any():
@@ -162,31 +144,11 @@ def rollout_metrics(batch, rollout_seconds: float) -> dict:
     return metrics
 
 
-def describe_backend(config: TrainConfig) -> str:
-    import importlib.util
-
-    cuda = torch.cuda.is_available()
-    vllm = importlib.util.find_spec("vllm") is not None
-    ray = importlib.util.find_spec("ray") is not None
-    why = []
-    if not cuda:
-        why.append("no CUDA device")
-    if not vllm:
-        why.append("vLLM not installed")
-    device = "cuda" if (config.policy.device == "auto" and cuda) else config.policy.device.replace("auto", "cpu")
-    note = f" ({', '.join(why)})" if why else ""
-    return (
-        f"rollout backend: transformers on {device}{note}; Ray {'available' if ray else 'not installed'}, "
-        f"single process; training: single-process PyTorch"
-    )
-
-
 def train(config: TrainConfig) -> dict:
     """Run PPO as configured; returns the final summary (also written to ``summary.json``)."""
-    from reward.vector import VectorRewardWrapper
     from vla_rl.metrics import MetricLogger
     from vla_rl.policy.checkpoint import load_policy
-    from vla_rl.rollout import EpisodeVideos, Rollout, make_env_fns
+    from vla_rl.rollout import EpisodeVideos, Rollout, assign_tasks
 
     run_dir = config.run_dir
     resume_from = latest_checkpoint(run_dir) if config.run.resume else None
@@ -202,7 +164,7 @@ def train(config: TrainConfig) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
-    print(describe_backend(config), flush=True)
+    print(config.scale.backends.describe(), flush=True)
 
     lora = config.policy.lora_rank > 0
     policy = load_run_policy(config, resume_from)
@@ -218,26 +180,10 @@ def train(config: TrainConfig) -> dict:
     image_size = config.env.image_size or policy.image_size or 56
     tasks = config.env.tasks
 
-    prm = build_prm(config)
-    fns, assigned = make_env_fns(tasks, config.env.num_envs, image_size, config.env.max_env_length)
-    import gymnasium as gym
-
-    env = gym.vector.SyncVectorEnv(fns)
-    if prm is not None:
-        env = VectorRewardWrapper(
-            env,
-            prm,
-            weight=config.prm.prm_reward_weight,
-            mode=config.prm.prm_reward_mode,
-            threshold=config.prm.prm_threshold,
-            gamma=config.ppo.gamma,
-            deferred=config.prm.prm_deferred,
-        )
-    print(
-        f"PRM: {'off' if prm is None else type(prm).__name__ + ' ' + config.prm.resolved_model()}; "
-        f"tasks {tasks}; {config.env.num_envs} envs at {image_size} px",
-        flush=True,
-    )
+    assigned = assign_tasks(tasks, config.env.num_envs)
+    runtime = training_env(config, assigned, image_size)
+    env = runtime.env
+    print(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs at {image_size} px", flush=True)
 
     policy.model.train()
     model_params = [p for p in policy.model.parameters() if p.requires_grad]
@@ -324,6 +270,7 @@ def train(config: TrainConfig) -> dict:
             state["global_step"] += int(batch.valid.sum())
             state["episodes"] += len(batch.episodes)
             metrics.update(rollout_metrics(batch, rollout_seconds))
+            metrics.update(runtime.counters())
             for key, seconds in (*batch.timing.items(), ("update", update_seconds)):
                 totals[key] += seconds
                 metrics[f"perf/time_{key}"] = seconds
@@ -368,11 +315,12 @@ def train(config: TrainConfig) -> dict:
             max_env_length=config.env.max_env_length or None,
             video_dir=os.path.join(run_dir, "eval", "videos") if config.run.eval_videos else None,
             videos_per_task=config.run.eval_videos,
-            prm=prm if hasattr(prm, "model") else None,
+            prm=runtime.eval_prm,
             progress=config.run.progress,
         )
         for task, row in summary["eval"]["tasks"].items():
             print(f"eval {task:>12}: success {row['success_rate']:.3f} over {row['episodes']} held-out seeds")
+    runtime.close()
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     print(f"run written to {run_dir} (learning curve: {os.path.join(run_dir, 'learning_curve.png')})")

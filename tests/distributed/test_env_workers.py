@@ -14,6 +14,8 @@ from vla_rl.distributed.env_workers import RayVectorEnv, concat_infos
 from vla_rl.distributed.prm_server import PRMSpec, start_prm_server
 from vla_rl.rollout import Rollout, make_env_fns
 
+ray = pytest.importorskip("ray")
+
 pytestmark = pytest.mark.timeout(600)
 TASKS = ["reach", "push"]
 SHAPING = {"weight": 0.5, "mode": "prob", "deferred": True}
@@ -104,4 +106,15 @@ def test_concat_infos_fills_missing_keys_with_false_masks():
     np.testing.assert_array_equal(merged["_progress"], [False, True, False])
 
 
-ray = pytest.importorskip("ray")
+def test_workers_start_inside_a_placement_group(ray_cluster):
+    from vla_rl.distributed.ray_setup import ResourcePlan, placement
+
+    plan = ResourcePlan([{"num_cpus": 0.5}] * 2, {"num_cpus": 0.5}, bundles=[{"CPU": 0.5}] * 3)
+    worker_options, prm_options = placement(plan)
+    assert "scheduling_strategy" in prm_options
+    env = RayVectorEnv(["reach", "push"], 32, 3, num_workers=2, actor_options=worker_options)
+    try:
+        observations, infos = env.reset(seed=[5, 6])
+        assert observations["image"].shape == (2, 32, 32, 3) and list(infos["instruction"])
+    finally:
+        env.close()

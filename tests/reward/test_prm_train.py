@@ -57,7 +57,7 @@ def test_lora_adapter_save_load_gives_the_same_scores(dataset, tiny_qwen, tmp_pa
         np.testing.assert_allclose(_probe_scores(summary, dataset, prm), summary["probe"]["scores"], atol=1e-5)
     # the PPO trainer's own loader takes the adapter from the documented flags, without conversion
     from vla_rl.config import parse_config
-    from vla_rl.trainer import build_prm
+    from vla_rl.distributed.runtime import build_prm
 
     ppo_config = parse_config(
         [

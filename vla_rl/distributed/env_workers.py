@@ -124,6 +124,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         shaping: ``VectorRewardWrapper`` options (``deferred`` decides whether :meth:`flush` exists).
         actor_options: per-worker Ray options (resources, scheduling), see ``plan_resources``.
         max_restarts: how often Ray restarts a crashed worker (-1: always).
+        start_timeout_s: how long to wait for every worker to start.
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         shaping: dict | None = None,
         actor_options: list[dict] | None = None,
         max_restarts: int = -1,
+        start_timeout_s: float = 300.0,
     ):
         ray = require_ray()
         if not 1 <= num_workers <= len(tasks):
@@ -152,7 +154,15 @@ class RayVectorEnv(gym.vector.VectorEnv):
             )
             for k, s in enumerate(self.slices)
         ]
-        info = ray.get(self.workers[0].info.remote())
+        ready, pending = ray.wait(
+            [w.info.remote() for w in self.workers], num_returns=num_workers, timeout=start_timeout_s
+        )
+        if pending:
+            raise RuntimeError(
+                f"{len(pending)} of {num_workers} env workers did not start within {start_timeout_s:g} s "
+                f"(cluster resources free: {ray.available_resources()}); use fewer --num_env_workers."
+            )
+        info = ray.get(ready[0])
         self.num_envs = len(tasks)
         self.single_observation_space = info["single_observation_space"]
         self.single_action_space = info["single_action_space"]

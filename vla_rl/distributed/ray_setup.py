@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -75,7 +76,7 @@ def plan_resources(cpus: float, gpus: float, num_workers: int, prm_server: bool,
     if num_workers < 1:
         raise ValueError(f"--num_env_workers must be >= 1, got {num_workers}.")
     actors = num_workers + int(prm_server)
-    share = round(min(1.0, cpus / actors), 3) if cpus > 0 else 0.0
+    share = math.floor(min(1.0, cpus / actors) * 1000) / 1000 if cpus > 0 else 0.0  # the shares must fit
     workers = [{"num_cpus": share} for _ in range(num_workers)]
     prm = {"num_cpus": share}
     notes = []
