@@ -35,6 +35,21 @@ def trained_prm_config(*directories: str | None) -> dict:
     return {}
 
 
+def prompt_and_answers(model_path: str, adapter_path: str | None, prompt_template=None, answer_tokens=None):
+    """The PRM's prompt template and (positive, negative) answer strings: the given ones, else
+    those of the adapter's or model's ``prm_config.json``, else the defaults."""
+    trained = trained_prm_config(adapter_path, model_path)
+    prompt_template = prompt_template or trained.get("prompt_template", DEFAULT_PROMPT)
+    answer_tokens = answer_tokens or tuple(trained.get("answer_tokens", ("Yes", "No")))
+    if "{instruction}" not in prompt_template:
+        raise ValueError(f"prompt_template must contain '{{instruction}}', got {prompt_template!r}.")
+    if isinstance(answer_tokens, str):
+        if answer_tokens not in ANSWER_PAIRS:
+            raise ValueError(f"answer_tokens={answer_tokens!r}; choose one of {sorted(ANSWER_PAIRS)} or a pair.")
+        answer_tokens = ANSWER_PAIRS[answer_tokens]
+    return prompt_template, tuple(answer_tokens)
+
+
 def memory_report(device: str) -> str:
     """``GPU Memory: X.XX GB`` (allocated) on CUDA, else the process's resident memory."""
     if device.startswith("cuda"):
@@ -95,15 +110,7 @@ class QwenProcessRM(ProcessRewardModel):
         from vla_rl.qwen.loading import apply_adapter, load_model, pick_device, read_checkpoint_config
         from vla_rl.qwen.processor import QwenImageTextProcessor
 
-        trained = trained_prm_config(adapter_path, model_path)
-        prompt_template = prompt_template or trained.get("prompt_template", DEFAULT_PROMPT)
-        answer_tokens = answer_tokens or tuple(trained.get("answer_tokens", ("Yes", "No")))
-        if "{instruction}" not in prompt_template:
-            raise ValueError(f"prompt_template must contain '{{instruction}}', got {prompt_template!r}.")
-        if isinstance(answer_tokens, str):
-            if answer_tokens not in ANSWER_PAIRS:
-                raise ValueError(f"answer_tokens={answer_tokens!r}; choose one of {sorted(ANSWER_PAIRS)} or a pair.")
-            answer_tokens = ANSWER_PAIRS[answer_tokens]
+        prompt_template, answer_tokens = prompt_and_answers(model_path, adapter_path, prompt_template, answer_tokens)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         read_checkpoint_config(model_path, "--prm_model_name_or_path")  # fail before loading anything

@@ -202,9 +202,14 @@ def train(config: TrainConfig) -> dict:
         set_rng_state(saved["rng"])
         state = {k: saved[k] for k in state}
         print(f"resumed from {resume_from} at iteration {state['iteration']}, step {state['global_step']}", flush=True)
+    actor = policy
+    if config.scale.backends.rollout == "vllm":
+        from vla_rl.policy.vllm_rollout import VLLMRollout
+
+        actor = VLLMRollout(policy, config.scale.vllm_gpu_memory_utilization, seed=config.run.seed)
     rollout = Rollout(
         env,
-        policy,
+        actor,
         assigned,
         config.ppo.num_steps,
         config.policy.temperature,
@@ -266,6 +271,9 @@ def train(config: TrainConfig) -> dict:
             policy.model.train()
             metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference)
             update_seconds = time.perf_counter() - update_start
+            if actor is not policy:  # the vLLM engine gets the updated weights, checked on this rollout's frames
+                probe_states = batch.states[0] if policy.state_stats is not None else None
+                metrics.update(actor.sync(probe=(batch.images[0], batch.instructions[0], probe_states)))
             state["iteration"] += 1
             state["global_step"] += int(batch.valid.sum())
             state["episodes"] += len(batch.episodes)

@@ -166,6 +166,10 @@ class QwenImageTextProcessor:
             raise ValueError("the chat template must produce exactly one image placeholder per prompt.")
         return tuple(ids)
 
+    def chat_ids(self, user_text: str, assistant_prefix: str = "") -> list[int]:
+        """Token ids of one prompt with a single (unexpanded) image placeholder, as vLLM takes them."""
+        return list(self._prompt_ids(user_text, assistant_prefix))
+
     def prompt_ids(self, user_text: str, image_tokens: int, assistant_prefix: str = "") -> list[int]:
         """Token ids of one prompt with its image placeholder expanded to ``image_tokens``."""
         ids = self._prompt_ids(user_text, assistant_prefix)
