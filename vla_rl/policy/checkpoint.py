@@ -71,13 +71,21 @@ def load_policy(
     return policy
 
 
-def save_policy(policy: VLAPolicy, directory: str, image_size: int | None = None, model=None) -> None:
+def save_policy(
+    policy: VLAPolicy,
+    directory: str,
+    image_size: int | None = None,
+    model=None,
+    state_dict: dict | None = None,
+    value_state: dict | None = None,
+) -> None:
     """Write ``policy`` into the (existing, empty) ``directory``. ``model`` overrides the
-    model to save (e.g. a LoRA-merged copy of ``policy.model``)."""
+    model to save (e.g. a LoRA-merged copy of ``policy.model``); ``state_dict``/``value_state``
+    override the weights (e.g. gathered from FSDP shards)."""
     from safetensors.torch import save_file
 
     model = policy.model if model is None else model
-    model.save_pretrained(directory, safe_serialization=True)
+    model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     policy.processor.save_pretrained(directory)
     if policy.action_tokenizer.stats is not None:
         policy.action_tokenizer.stats.save(directory)
@@ -92,7 +100,8 @@ def save_policy(policy: VLAPolicy, directory: str, image_size: int | None = None
     }
     with open(os.path.join(directory, POLICY_FILE), "w") as f:
         json.dump(config, f, indent=2)
+    value_state = policy.value_head.state_dict() if value_state is None else value_state
     save_file(
-        {k: v.detach().cpu().contiguous() for k, v in policy.value_head.state_dict().items()},
+        {k: v.detach().cpu().contiguous() for k, v in value_state.items()},
         os.path.join(directory, VALUE_HEAD_FILE),
     )

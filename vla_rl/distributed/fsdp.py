@@ -1,0 +1,76 @@
+"""FSDP2 (``torch.distributed.fsdp.fully_shard``) for the VLA policy and its value head.
+
+Every transformer block of the language model and of the vision tower is its own FSDP unit, the
+rest of the model (embeddings, final norm, ``lm_head``) the root unit, and the value head one
+more unit; gradients are averaged over ranks, so each rank computes the mean loss over its own
+samples and the update equals single-process training on the union of the ranks' batches.
+Ranks come from ``torchrun`` (NCCL on CUDA, gloo on CPU). Checkpoints are gathered into full
+tensors and written by rank 0 in the single-process format (:func:`save_full_policy`), so any
+checkpoint loads with :func:`vla_rl.policy.checkpoint.load_policy` regardless of how it was
+trained.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+BLOCK_SUFFIXES = ("DecoderLayer", "VisionBlock")
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group described by the torchrun environment; ``(rank, world_size)``."""
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shard_policy(policy, mesh=None):
+    """Shard ``policy.model`` (one unit per block) and ``policy.value_head`` across the ranks."""
+    from torch.distributed.fsdp import fully_shard
+
+    if mesh is None:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        device = "cuda" if policy.device.type == "cuda" else "cpu"
+        mesh = init_device_mesh(device, (dist.get_world_size(),))
+    blocks = [m for m in policy.model.modules() if type(m).__name__.endswith(BLOCK_SUFFIXES)]
+    if not blocks:
+        raise ValueError(f"no transformer blocks ({BLOCK_SUFFIXES}) found in {type(policy.model).__name__}.")
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(policy.model, mesh=mesh)
+    fully_shard(policy.value_head, mesh=mesh)
+    return policy
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded DTensor gathered into a plain tensor (collective); plain tensors unchanged."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def full_state_dicts(policy) -> tuple[dict, dict]:
+    """The model's and the value head's full state dicts, on CPU (collective: every rank calls;
+    every rank gets the tensors)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=False)
+    model = {k: v.detach().cpu() for k, v in get_model_state_dict(policy.model, options=options).items()}
+    head = {k: v.detach().cpu() for k, v in get_model_state_dict(policy.value_head, options=options).items()}
+    return model, head
+
+
+def save_full_policy(policy, directory: str, image_size: int | None = None) -> None:
+    """Gather the sharded policy and write it from rank 0 into ``directory`` in the format of
+    :func:`vla_rl.policy.checkpoint.save_policy` (collective: every rank calls)."""
+    from vla_rl.policy.checkpoint import save_policy
+
+    model_state, head_state = full_state_dicts(policy)
+    if dist.get_rank() == 0:
+        save_policy(policy, directory, image_size, state_dict=model_state, value_state=head_state)
+    dist.barrier()
