@@ -3,6 +3,7 @@ does not stop the rollout."""
 
 import os
 import signal
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -110,7 +111,7 @@ def test_workers_start_inside_a_placement_group(ray_cluster):
     from vla_rl.distributed.ray_setup import ResourcePlan, placement
 
     plan = ResourcePlan([{"num_cpus": 0.5}] * 2, {"num_cpus": 0.5}, bundles=[{"CPU": 0.5}] * 3)
-    worker_options, prm_options = placement(plan)
+    worker_options, prm_options, group = placement(plan)
     assert "scheduling_strategy" in prm_options
     env = RayVectorEnv(["reach", "push"], 32, 3, num_workers=2, actor_options=worker_options)
     try:
@@ -118,3 +119,9 @@ def test_workers_start_inside_a_placement_group(ray_cluster):
         assert observations["image"].shape == (2, 32, 32, 3) and list(infos["instruction"])
     finally:
         env.close()
+        ray.util.remove_placement_group(group)
+    for _ in range(100):  # the reservation is released (asynchronously)
+        if ray.available_resources().get("CPU", 0) >= 1.5:
+            break
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) >= 1.5

@@ -146,7 +146,12 @@ class RemotePRM(ProcessRewardModel):
 
 
 def start_prm_server(
-    spec: PRMSpec, max_batch_size: int = 64, max_wait_ms: float = 5.0, options: dict | None = None, retries: int = 3
+    spec: PRMSpec,
+    max_batch_size: int = 64,
+    max_wait_ms: float = 5.0,
+    options: dict | None = None,
+    retries: int = 3,
+    start_timeout_s: float = 300.0,
 ):
     """A :class:`PRMServer` actor, restarted by Ray if it dies, and a :class:`RemotePRM` on it.
 
@@ -157,5 +162,12 @@ def start_prm_server(
         .options(max_restarts=-1, max_task_retries=retries, max_concurrency=1000, **(options or {}))
         .remote(spec, max_batch_size, max_wait_ms)
     )
-    ray.get(actor.stats.remote())  # wait until the PRM is loaded (raises the PRM's error)
+    ready, _ = ray.wait([actor.stats.remote()], timeout=start_timeout_s)  # the PRM is loaded when it answers
+    if not ready:
+        ray.kill(actor)
+        raise RuntimeError(
+            f"the PRM server did not start within {start_timeout_s:g} s (cluster resources free: "
+            f"{ray.available_resources()}); free resources or use --use_ray False."
+        )
+    ray.get(ready[0])  # raises the PRM's own error (a bad checkpoint path, ...)
     return actor, RemotePRM(actor)

@@ -96,9 +96,10 @@ def plan_resources(cpus: float, gpus: float, num_workers: int, prm_server: bool,
 
 def placement(plan: ResourcePlan, timeout_s: float = 120.0):
     """Reserve ``plan.bundles`` as one placement group and return per-actor scheduling options
-    ``(worker_options, prm_options)``; without bundles, the plan's own options."""
+    ``(worker_options, prm_options, group)``; without bundles, the plan's own options and no
+    group. Remove the group (``ray.util.remove_placement_group``) when the run ends."""
     if plan.bundles is None:
-        return plan.worker_options, plan.prm_options
+        return plan.worker_options, plan.prm_options, None
     ray = require_ray()
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -116,4 +117,4 @@ def placement(plan: ResourcePlan, timeout_s: float = 120.0):
         return {**options, "scheduling_strategy": strategy}
 
     workers = [at(i, o) for i, o in enumerate(plan.worker_options)]
-    return workers, at(len(workers), plan.prm_options)
+    return workers, at(len(workers), plan.prm_options), group

@@ -62,6 +62,7 @@ class TrainingEnv:
     description: str
     ray_env: object | None = None
     actors: list = field(default_factory=list)
+    group: object | None = None  # the run's placement group (GPU clusters)
 
     def counters(self) -> dict:
         if self.ray_env is None:
@@ -74,11 +75,17 @@ class TrainingEnv:
 
     def close(self) -> None:
         self.env.close()
-        if self.actors:
+        if self.actors or self.group is not None:
             import ray
 
             for actor in self.actors:
                 ray.kill(actor)
+            self.actors = []
+        if self.group is not None:
+            from ray.util import remove_placement_group
+
+            remove_placement_group(self.group)
+            self.group = None
 
 
 def training_env(config: TrainConfig, assigned: list[str], image_size: int) -> TrainingEnv:
@@ -105,12 +112,12 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int) -> T
     where = init_ray(config.scale.ray_address)
     import ray
 
-    resources = ray.cluster_resources()
+    resources = ray.available_resources()  # what this run can still reserve on a shared cluster
     workers = config.scale.num_env_workers or max(1, min(config.env.num_envs, int(os.cpu_count() or 1)))
     plan = plan_resources(
         resources.get("CPU", 0), resources.get("GPU", 0), workers, spec is not None, spec is not None and spec.is_model
     )
-    worker_options, prm_options = placement(plan)
+    worker_options, prm_options, group = placement(plan)
     actors, client = [], None
     if spec is not None:
         if spec.is_model and prm_options.get("num_gpus"):
@@ -134,4 +141,4 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int) -> T
         + (f"; {'; '.join(plan.notes)}" if plan.notes else "")
     )
     eval_prm = client if spec is not None and spec.is_model else None
-    return TrainingEnv(env, eval_prm, described, ray_env=env, actors=actors)
+    return TrainingEnv(env, eval_prm, described, ray_env=env, actors=actors, group=group)
