@@ -6,8 +6,9 @@
 #   bash scripts/train_rl_vllm_ray_fsdp_mini.sh --process_reward_model False --exp_name no-prm
 #
 # Arguments are passed through to `python -m vla_rl.train` (later flags win; --help lists all).
-# On a CPU machine the rollouts run on the transformers backend in one process; the script
-# says which backend it uses when it starts.
+# --use_ray, --rollout_backend and --prm_backend default to auto: Ray env workers and a PRM
+# server where Ray is installed and can help (a cluster address, a GPU or >= 4 CPUs), vLLM where
+# it is installed and CUDA is present; the run prints what it chose when it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"

@@ -44,9 +44,9 @@ def test_explicit_choices_that_cannot_work_fail_with_the_fix(monkeypatch, capsys
         resolve_backends("auto", "hf", "hf", "True")
     with pytest.raises(ValueError, match="--use_ray must be one of"):
         resolve_backends("yes", "hf", "hf", "auto")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with_fsdp = resolve_backends("auto", "hf", "hf", "auto")
-    assert with_fsdp.fsdp and not with_fsdp.use_ray
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun launch: refused with the reason, not ignored
+    with pytest.raises(ValueError, match="multi-rank PPO is not wired into vla_rl.train"):
+        resolve_backends("auto", "hf", "hf", "auto")
 
 
 def test_flags_are_validated_before_anything_loads(capsys):

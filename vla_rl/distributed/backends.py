@@ -7,7 +7,8 @@ trainer prints when it starts. ``auto`` picks an engine only where it can help:
 - Ray: installed, and a cluster address is given, a GPU is present, or the machine has at
   least 4 CPUs (on fewer, env workers cost more than they save: the policy keeps the cores busy).
 - vLLM: importable and CUDA present.
-- FSDP: launched with more than one process (``torchrun --nproc_per_node N``).
+- FSDP: the sharding itself is :mod:`vla_rl.distributed.fsdp`; the PPO trainer runs in one
+  process, so ``auto`` means no FSDP there and a multi-rank launch is refused with the reason.
 
 An explicit choice that cannot work fails before anything heavy loads, with the fix.
 """
@@ -100,13 +101,13 @@ def resolve_backends(
     world = world_size()
     if fsdp == "True" and world < 2:
         raise ValueError(
-            "--fsdp True needs several processes: torchrun --nproc_per_node N -m vla_rl.train ... "
-            "(or --fsdp auto to train in one process)."
+            "--fsdp True needs several processes: torchrun --nproc_per_node N ... (or --fsdp auto to train in one "
+            "process)."
         )
-    use_fsdp = fsdp == "True" or (fsdp == "auto" and world > 1)
-    if use_fsdp and use_ray == "True":
-        raise ValueError("--use_ray True with FSDP ranks is not supported: each torchrun rank steps its own envs.")
-    if use_fsdp and ray:
-        ray = False
-        reasons.append("FSDP ranks step their own envs in-process")
-    return Backends(ray, chosen["--rollout_backend"], chosen["--prm_backend"], use_fsdp, reasons)
+    if fsdp == "True" or (fsdp == "auto" and world > 1):
+        raise ValueError(
+            f"--fsdp: the PPO trainer runs in one process (WORLD_SIZE={world}); multi-rank PPO is not wired into "
+            "vla_rl.train yet. Launch it without torchrun, or shard a policy yourself with "
+            "vla_rl.distributed.fsdp.shard_policy (tested against single-process training)."
+        )
+    return Backends(ray, chosen["--rollout_backend"], chosen["--prm_backend"], False, reasons)
