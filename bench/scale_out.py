@@ -8,7 +8,8 @@ Printed against anchors measured in the same run:
 
 * env stepping (random actions, ``--num_envs`` envs over reach and push, ``--image_size`` px):
   in-process ``SyncVectorEnv`` (anchor) vs ``RayVectorEnv`` with 1 and 2 worker actors, steps/s;
-* PRM frames/s at an equal total batch: direct ``QwenProcessRM.score`` on 64 frames (anchor) vs
+* PRM frames/s at an equal total batch: direct ``QwenProcessRM.score`` on 64 frames with one
+  math thread like the actors (anchor; also with all threads) vs
   the PRM server receiving 4 concurrent requests of 16 frames (merged into one call), and the
   server with merging off (``max_batch_size`` 16: 4 calls of 16).
 
@@ -70,14 +71,24 @@ def bench_prm(args) -> list[dict]:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (64, args.image_size, args.image_size, 3), dtype=np.uint8)
     texts = ["touch the red block"] * 64
+    import torch
+
     prm = spec.build()
-    prm.score(frames, texts)
-    start = time.perf_counter()
-    for _ in range(args.repeats):
+    rows = []
+    threads = torch.get_num_threads()
+    for count in (1, threads):  # the actors run one math thread each: the anchor is the 1-thread call
+        torch.set_num_threads(count)
         prm.score(frames, texts)
-    anchor = 64 * args.repeats / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            prm.score(frames, texts)
+        rate = 64 * args.repeats / (time.perf_counter() - start)
+        rows.append({"setup": f"direct QwenProcessRM.score, batch 64, {count} thread(s)", "frames_per_s": rate})
+    torch.set_num_threads(threads)
     del prm
-    rows = [{"setup": "direct QwenProcessRM.score, batch 64", "frames_per_s": anchor, "ratio": 1.0}]
+    anchor = rows[0]["frames_per_s"]
+    for row in rows:
+        row["ratio"] = row["frames_per_s"] / anchor
     for label, max_batch in SERVER_SETUPS:
         server, _ = start_prm_server(spec, max_batch_size=max_batch, max_wait_ms=20)
         ray.get([server.score.remote(frames[i : i + 16], texts[i : i + 16]) for i in range(0, 64, 16)])
@@ -116,11 +127,11 @@ def main() -> None:
     results = {"envs": bench_envs(args), "prm": bench_prm(args)}
     print(f"\nenv stepping, {args.num_envs} envs (reach, push) at {args.image_size} px, random actions")
     for row in results["envs"]:
-        print(f"  {row['setup']:<40} {row['steps_per_s']:8.1f} steps/s   {row['ratio']:.2f}x")
+        print(f"  {row['setup']:<52} {row['steps_per_s']:8.1f} steps/s   {row['ratio']:.2f}x")
     print(f"\nPRM {os.path.basename(args.model)} at {args.image_size} px, 64 frames per round")
     for row in results["prm"]:
         extra = f"   {row['frames_per_call']:.0f} frames/call" if "frames_per_call" in row else ""
-        print(f"  {row['setup']:<40} {row['frames_per_s']:8.1f} frames/s  {row['ratio']:.2f}x{extra}")
+        print(f"  {row['setup']:<52} {row['frames_per_s']:8.1f} frames/s  {row['ratio']:.2f}x{extra}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
