@@ -16,11 +16,6 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_qwen):
-    from vla_rl.policy.action_tokenizer import ActionTokenizer
-    from vla_rl.policy.vla import VLAPolicy
-    from vla_rl.qwen.loading import load_model
-    from vla_rl.qwen.processor import QwenImageTextProcessor
+    from tests.policies import tiny_vla_policy
 
-    model = load_model(tiny_qwen, "--vla_path")
-    tokenizer = ActionTokenizer(model.config.get_text_config().vocab_size)
-    return VLAPolicy(model, QwenImageTextProcessor.from_pretrained(tiny_qwen), tokenizer, max_batch=4).eval()
+    return tiny_vla_policy(tiny_qwen, max_batch=4).eval()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.policies import tiny_vla_policy
 from vla_rl.policy.action_tokenizer import ActionTokenizer
 from vla_rl.policy.vla import VLAPolicy
 
@@ -20,12 +21,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def policy(tiny_qwen):
-    from vla_rl.qwen.loading import load_model
-    from vla_rl.qwen.processor import QwenImageTextProcessor
-
-    model = load_model(tiny_qwen, "--vla_path")
-    tokenizer = ActionTokenizer(model.config.get_text_config().vocab_size)
-    return VLAPolicy(model, QwenImageTextProcessor.from_pretrained(tiny_qwen), tokenizer, max_batch=2)
+    return tiny_vla_policy(tiny_qwen, max_batch=2)
 
 
 def test_sampled_log_probs_match_teacher_forcing(policy):

@@ -11,9 +11,8 @@ import torch
 
 from reward.qwen_prm import QwenProcessRM
 from reward.vllm_prm import parse_prm_outputs, prm_sampling_kwargs
+from tests.policies import tiny_vla_policy
 from vla_rl.checkpointing import apply_lora
-from vla_rl.policy.action_tokenizer import ActionTokenizer
-from vla_rl.policy.vla import VLAPolicy
 from vla_rl.policy.vllm_rollout import action_sampling_kwargs, merged_named_tensors, parse_action_outputs
 from vla_rl.qwen import vllm_engine
 
@@ -30,12 +29,7 @@ def vllm_output(token_ids, per_position: list[dict]):
 
 @pytest.fixture(scope="module")
 def policy(tiny_qwen):
-    from vla_rl.qwen.loading import load_model
-    from vla_rl.qwen.processor import QwenImageTextProcessor
-
-    model = load_model(tiny_qwen, "--vla_path")
-    tokenizer = ActionTokenizer(model.config.get_text_config().vocab_size)
-    return VLAPolicy(model, QwenImageTextProcessor.from_pretrained(tiny_qwen), tokenizer, max_batch=8)
+    return tiny_vla_policy(tiny_qwen, max_batch=8)
 
 
 def test_requests_carry_the_chat_prompt_with_one_placeholder_and_the_frame(policy):
