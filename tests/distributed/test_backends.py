@@ -12,7 +12,7 @@ from vla_rl.distributed.ray_setup import plan_resources
 
 def test_auto_uses_ray_only_where_it_helps(monkeypatch):
     monkeypatch.setattr(backends, "_cuda", lambda: False)
-    monkeypatch.setattr(backends, "_installed", lambda name: name == "ray")
+    monkeypatch.setattr(backends, "installed", lambda name: name == "ray")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     small = resolve_backends("auto", "auto", "auto", "auto")
@@ -26,7 +26,7 @@ def test_auto_uses_ray_only_where_it_helps(monkeypatch):
 
 def test_auto_picks_vllm_with_cuda_and_vllm(monkeypatch):
     monkeypatch.setattr(backends, "_cuda", lambda: True)
-    monkeypatch.setattr(backends, "_installed", lambda name: True)
+    monkeypatch.setattr(backends, "installed", lambda name: True)
     chosen = resolve_backends("False", "auto", "hf", "auto")
     assert (chosen.rollout, chosen.prm) == ("vllm", "hf")
     assert "rollout: vLLM; PRM: transformers" in chosen.describe()
@@ -34,10 +34,10 @@ def test_auto_picks_vllm_with_cuda_and_vllm(monkeypatch):
 
 def test_explicit_choices_that_cannot_work_fail_with_the_fix(monkeypatch, capsys):
     monkeypatch.setattr(backends, "_cuda", lambda: False)
-    monkeypatch.setattr(backends, "_installed", lambda name: name == "ray")
+    monkeypatch.setattr(backends, "installed", lambda name: name == "ray")
     with pytest.raises(ImportError, match=r"--prm_backend vllm: vLLM is not installed: pip install '.\[vllm\]'"):
         resolve_backends("auto", "hf", "vllm", "auto")
-    monkeypatch.setattr(backends, "_installed", lambda name: True)
+    monkeypatch.setattr(backends, "installed", lambda name: True)
     with pytest.raises(ValueError, match="--rollout_backend vllm needs a CUDA device"):
         resolve_backends("auto", "vllm", "hf", "auto")
     with pytest.raises(ValueError, match="--fsdp True needs several processes: torchrun"):

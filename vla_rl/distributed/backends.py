@@ -25,7 +25,8 @@ MIN_CPUS_FOR_RAY = 4
 VLLM_HINT = "vLLM is not installed: pip install '.[vllm]' on a CUDA machine (it needs a GPU)."
 
 
-def _installed(name: str) -> bool:
+def installed(name: str) -> bool:
+    """Whether the optional package ``name`` (ray, vllm, ...) can be imported."""
     return importlib.util.find_spec(name) is not None
 
 
@@ -74,7 +75,7 @@ def resolve_backends(
     reasons = []
     cuda = _cuda()
     address = ray_address or os.environ.get("RAY_ADDRESS", "")
-    ray_installed = _installed("ray")
+    ray_installed = installed("ray")
     if use_ray == "True" and not ray_installed:
         raise ImportError("--use_ray True: Ray is not installed: pip install '.[dist]'.")
     if use_ray == "auto":
@@ -87,10 +88,10 @@ def resolve_backends(
     else:
         ray = use_ray == "True"
 
-    vllm_ok = _installed("vllm") and cuda
+    vllm_ok = installed("vllm") and cuda
     chosen = {}
     for flag, value in (("--rollout_backend", rollout_backend), ("--prm_backend", prm_backend)):
-        if value == "vllm" and not _installed("vllm"):
+        if value == "vllm" and not installed("vllm"):
             raise ImportError(f"{flag} vllm: {VLLM_HINT}")
         if value == "vllm" and not cuda:
             raise ValueError(f"{flag} vllm needs a CUDA device; use {flag} hf on this machine.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -219,23 +220,19 @@ class RayVectorEnv(gym.vector.VectorEnv):
 
     def step(self, actions):
         actions = np.asarray(actions)
-        refs = []
-        for k, (worker, s) in enumerate(zip(self.workers, self.slices, strict=True)):
-            if self._needs_reset[k]:
-                refs.append(worker.reset.remote(seed=self._restart_seeds(k)))
-            else:
-                refs.append(worker.step.remote(actions[s]))
+        calls = [
+            partial(worker.reset.remote, seed=self._restart_seeds(k))
+            if self._needs_reset[k]
+            else partial(worker.step.remote, actions[s])
+            for k, (worker, s) in enumerate(zip(self.workers, self.slices, strict=True))
+        ]
+        refs = [call() for call in calls]
         observations, rewards, terminated, truncated, infos = [], [], [], [], []
         for k, ref in enumerate(refs):
             n = self.sizes[k]
             try:
                 if self._needs_reset[k]:  # the restarted worker may still be starting: wait for it
-                    seeds = self._restart_seeds(k)
-                    result = self._get_with_retry(
-                        lambda k=k, seeds=seeds: self.workers[k].reset.remote(seed=seeds),
-                        "reset after a restart",
-                        first=ref,
-                    )
+                    result = self._get_with_retry(calls[k], "reset after a restart", first=ref)
                 else:
                     result = self._ray.get(ref)
             except self._ray.exceptions.RayActorError as error:

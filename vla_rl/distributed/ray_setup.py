@@ -10,23 +10,20 @@ actors are reserved together or not at all.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
 from dataclasses import dataclass, field
+
+from vla_rl.distributed.backends import installed
 
 logger = logging.getLogger("vla_rl.distributed")
 
 INSTALL_HINT = "Ray is not installed: pip install '.[dist]' (or: bash scripts/setup.sh --extras dist)."
 
 
-def ray_available() -> bool:
-    return importlib.util.find_spec("ray") is not None
-
-
 def require_ray():
-    if not ray_available():
+    if not installed("ray"):
         raise ImportError(INSTALL_HINT)
     import ray
 

@@ -9,17 +9,16 @@ vLLM returns (``{token_id: Logprob}`` per generated position).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 
 import numpy as np
 
-from vla_rl.distributed.backends import VLLM_HINT
+from vla_rl.distributed.backends import VLLM_HINT, installed
 
 
 def require_vllm():
-    if importlib.util.find_spec("vllm") is None:
+    if not installed("vllm"):
         raise ImportError(VLLM_HINT)
     import vllm
 
