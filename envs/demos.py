@@ -14,6 +14,8 @@ On-disk format (version 1), one directory::
         actions      float32 (T, 7)          action taken at observation t
         expert_actions float32 (T, 7)        the expert's noise-free action at observation t
                                              (equal to ``actions`` without --action-noise)
+        named_positions float32 (T+1, 2, 3)  world positions of the named block and of where
+                                             it goes (privileged; auxiliary training targets)
         rewards      float32 (T,)            environment (sparse) rewards
         success      bool    (T+1,)          info["success"] after reset / after each step
         progress     float32 (T+1,)          info["progress"] likewise
@@ -59,6 +61,7 @@ class Episode:
     instruction: str
     seed: int
     expert_actions: np.ndarray | None = None
+    named_positions: np.ndarray | None = None
 
     def save(self, path: str) -> None:
         """Write compressed, via a temporary file and an atomic rename."""
@@ -76,6 +79,7 @@ class Episode:
             instruction=np.str_(self.instruction),
             seed=np.int64(self.seed),
             **({} if self.expert_actions is None else {"expert_actions": self.expert_actions}),
+            **({} if self.named_positions is None else {"named_positions": self.named_positions}),
         )
         os.replace(tmp, path)
 
@@ -95,6 +99,7 @@ class Episode:
             instruction=str(fields["instruction"]),
             seed=int(fields["seed"]),
             expert_actions=fields.get("expert_actions"),
+            named_positions=fields.get("named_positions"),
         )
 
 
@@ -104,6 +109,8 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
     expert.reset()
     images, states, actions, rewards, clean = [obs["image"]], [obs["state"]], [], [], []
     success, progress = [info["success"]], [info["progress"]]
+    named = getattr(env.unwrapped, "named_positions", None)
+    positions = [named()] if named else []
     terminated = truncated = False
     while not (terminated or truncated):
         action = expert.act()
@@ -115,6 +122,8 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         states.append(obs["state"])
         success.append(info["success"])
         progress.append(info["progress"])
+        if named:
+            positions.append(named())
     return Episode(
         images=np.stack(images),
         states=np.stack(states).astype(np.float32),
@@ -127,6 +136,7 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         instruction=info["instruction"],
         seed=seed,
         expert_actions=np.stack(clean).astype(np.float32),
+        named_positions=np.stack(positions).astype(np.float32) if named else None,
     )
 
 

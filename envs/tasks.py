@@ -28,6 +28,15 @@ class _BlockTask(ManipulationEnv):
     def target_block_pos(self) -> np.ndarray:
         return self.blocks.pos(self.target_block)
 
+    def named_positions(self) -> np.ndarray:
+        """World positions ``(2, 3)`` of what the instruction names: the block, then where it
+        goes (the block again for reach). Privileged; demonstrations record it for auxiliary
+        training targets."""
+        return np.stack([self.target_block_pos, self._destination()]).astype(np.float32)
+
+    def _destination(self) -> np.ndarray:
+        return self.target_block_pos
+
     def grasped(self, block: int) -> bool:
         """Both fingers touch the block."""
         left, right = self.touching(self.blocks.geoms[block])
@@ -117,6 +126,9 @@ class PushEnv(_BlockTask):
     def target_pad_pos(self) -> np.ndarray:
         return self.data.mocap_pos[self.pad_mocap[self.target_pad]].copy()
 
+    def _destination(self) -> np.ndarray:
+        return self.target_pad_pos
+
     def push_direction(self) -> np.ndarray:
         """Unit (2,) vector from the block to the pad."""
         delta = self.target_pad_pos[:2] - self.target_block_pos[:2]
@@ -189,6 +201,9 @@ class PickPlaceEnv(_BlockTask):
         tray = self.data.mocap_pos[self.tray_mocap[self.target_tray]]
         return np.array([tray[0], tray[1], self.floor + BLOCK_HALF])
 
+    def _destination(self) -> np.ndarray:
+        return self.place_goal()
+
     def _inside(self) -> bool:
         pos, goal = self.target_block_pos, self.place_goal()
         return bool(np.max(np.abs(pos[:2] - goal[:2])) < self.inner_half - 0.005 and pos[2] < goal[2] + 0.01)
@@ -217,6 +232,9 @@ class StackEnv(_BlockTask):
     def place_goal(self) -> np.ndarray:
         """Top block centre when resting squarely on the base block."""
         return self.blocks.pos(self.base_block) + np.array([0.0, 0.0, 2 * BLOCK_HALF])
+
+    def _destination(self) -> np.ndarray:
+        return self.place_goal()
 
     def _stacked(self) -> bool:
         top, goal = self.target_block_pos, self.place_goal()

@@ -74,21 +74,38 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return path if os.path.isfile(os.path.join(path, TRAINER_STATE)) else None
 
 
-def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool) -> str:
+def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool, ranks=None) -> str:
     """``checkpoints/iter_NNNNNN/`` (policy/, adapter/ with LoRA, trainer_state.pt), written
     under a temporary name and renamed; then the ``latest`` pointer is replaced atomically.
-    A crash at any point leaves the previous checkpoint and pointer intact."""
+    A crash at any point leaves the previous checkpoint and pointer intact.
+
+    With several FSDP ``ranks`` (collective: every rank calls) the policy is gathered into full
+    tensors and rank 0 writes it in the single-process format; the sharded optimizer state is
+    not saved (such runs do not resume; the policy starts a new run)."""
     from vla_rl.atomic import atomic_directory
     from vla_rl.policy.checkpoint import save_policy
 
     name = f"iter_{iteration:06d}"
     folder = os.path.join(run_dir, CHECKPOINTS)
+    sharded = ranks is not None and ranks.world > 1
+    if sharded:
+        from vla_rl.distributed.fsdp import full_state_dicts
+
+        model_state, head_state = full_state_dicts(policy)
+        if not ranks.is_main:
+            ranks.barrier()
+            return os.path.join(folder, name)
     with atomic_directory(os.path.join(folder, name), overwrite=True) as tmp:
         os.makedirs(os.path.join(tmp, "policy"))
-        save_policy(policy, os.path.join(tmp, "policy"), model=exported_model(policy, lora))
+        if sharded:
+            save_policy(policy, os.path.join(tmp, "policy"), state_dict=model_state, value_state=head_state)
+            trainer_state = {**state, "optimizer": None, "fsdp_world_size": ranks.world}
+        else:
+            save_policy(policy, os.path.join(tmp, "policy"), model=exported_model(policy, lora))
+            trainer_state = {**state, "optimizer": optimizer.state_dict()}
         if lora:
             policy.model.save_pretrained(os.path.join(tmp, "adapter"))
-        torch.save({**state, "optimizer": optimizer.state_dict(), "rng": rng_state()}, os.path.join(tmp, TRAINER_STATE))
+        torch.save({**trainer_state, "rng": rng_state()}, os.path.join(tmp, TRAINER_STATE))
     pointer = os.path.join(folder, LATEST)
     with open(f"{pointer}.tmp", "w") as f:
         f.write(name)
@@ -96,6 +113,8 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
     kept = sorted(d for d in os.listdir(folder) if d.startswith("iter_") and "." not in d)
     for old in kept[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
+    if sharded:
+        ranks.barrier()
     return os.path.join(folder, name)
 
 

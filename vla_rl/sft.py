@@ -8,7 +8,12 @@ Command line::
 Each sample is (frame, proprioceptive state, instruction) -> the expert's action, tokenised
 with 256 bins per dimension after the dataset's q01/q99 normalisation. The loss is the
 cross-entropy of the action tokens; ``--label_sigma`` spreads each target over neighbouring
-bins (a Gaussian, in bins), which respects that bins are ordered values. The output is a
+bins (a Gaussian, in bins), which respects that bins are ordered values. When the demonstrations
+record where the named objects are (``named_positions``), ``--aux_weight`` adds an auxiliary
+regression, during cloning only, from the hidden state at the last prompt position to those
+positions (absolute and relative to the gripper): a dense signal that teaches the vision tower
+to find the object the instruction names, which the action tokens alone teach slowly. The
+auxiliary head is not part of the saved policy. The output is a
 policy checkpoint (:mod:`vla_rl.policy.checkpoint`), written atomically, then evaluated in
 closed loop on held-out seeds.
 """
@@ -39,6 +44,7 @@ class SFTConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     label_sigma: float = 1.5
+    aux_weight: float = 1.0
     use_state: bool = True
     labels: str = "expert"
     tasks: list | None = None
@@ -62,6 +68,8 @@ class SFTConfig:
             raise ValueError(f"--labels must be 'expert' or 'executed', got {self.labels!r}.")
         if self.label_sigma < 0:
             raise ValueError(f"--label_sigma must be >= 0, got {self.label_sigma}.")
+        if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
+            raise ValueError(f"--aux_weight must be a finite number >= 0, got {self.aux_weight}.")
         if self.eval_episodes < 0:
             raise ValueError(f"--eval_episodes must be >= 0, got {self.eval_episodes}.")
         if os.path.exists(self.out) and not self.overwrite:
@@ -78,6 +86,18 @@ class Demonstrations:
     instructions: list[str]
     tasks: list[str]
     image_size: int
+    named_positions: np.ndarray | None = None  # (N, 2, 3) where every episode recorded them
+
+    def auxiliary_targets(self) -> np.ndarray | None:
+        """``(N, 8)`` float32: the named objects' x/y relative to the gripper (per 10 cm) and
+        absolute (per 15 cm), clipped to [-4, 4]; ``None`` without recorded positions."""
+        if self.named_positions is None:
+            return None
+        xy = self.named_positions[..., :2]
+        relative = (xy - self.states[:, None, :2]) / 0.10
+        absolute = xy / 0.15
+        flat = np.concatenate([relative.reshape(len(xy), -1), absolute.reshape(len(xy), -1)], axis=1)
+        return np.clip(flat, -4.0, 4.0).astype(np.float32)
 
     @classmethod
     def load(cls, directories: list[str], labels: str = "expert", tasks: list[str] | None = None) -> Demonstrations:
@@ -89,6 +109,7 @@ class Demonstrations:
 
         wanted = None if not tasks else {envs.task_id(task) for task in tasks}
         images, states, actions, instructions, found, sizes = [], [], [], [], set(), set()
+        named = []
         for directory in directories:
             meta = read_meta(directory)
             sizes.add(int(meta["image_size"]))
@@ -102,6 +123,7 @@ class Demonstrations:
                 clean = episode.expert_actions if labels == "expert" else None
                 actions.append(episode.actions if clean is None else clean)
                 instructions.extend([str(episode.instruction)] * steps)
+                named.append(None if episode.named_positions is None else episode.named_positions[:steps])
         if not found:
             raise ValueError(f"--data {directories} holds no episodes of --tasks {tasks}.")
         if len(sizes) != 1:
@@ -113,6 +135,7 @@ class Demonstrations:
             instructions,
             sorted(found),
             sizes.pop(),
+            None if any(n is None for n in named) else np.concatenate(named).astype(np.float32),
         )
 
 
@@ -159,8 +182,17 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     )
     policy.image_size = demos.image_size
     tokens = torch.from_numpy(policy.action_tokenizer.encode(demos.actions))
+    aux = demos.auxiliary_targets() if config.aux_weight > 0 else None
+    if aux is not None:
+        aux = torch.from_numpy(aux)
+        aux_head = torch.nn.Linear(model.config.get_text_config().hidden_size, aux.shape[1]).to(policy.device)
+    else:
+        aux_head = torch.nn.Module()
+        if config.aux_weight > 0:
+            print("note: the demonstrations record no named_positions; cloning without the auxiliary loss.")
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    parameters = list(model.parameters()) + list(aux_head.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
     def schedule(step):
         if step < config.warmup_steps:
@@ -176,27 +208,39 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     for step in bar:
         index = rng.integers(0, len(demos.actions), config.batch_size)
         batch_tokens = tokens[index]
-        logits, _ = policy.forward_actions(
+        logits, _, hidden = policy.forward_actions(
             demos.images[index],
             [demos.instructions[i] for i in index],
             batch_tokens,
             demos.states[index] if config.use_state else None,
+            return_hidden=True,
         )
         bins = batch_tokens - policy.action_tokenizer.first_id
         targets = soft_targets(bins, config.label_sigma).to(logits.device)
-        loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
+        loss = bc_loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
+        aux_loss = None
+        if aux is not None:
+            aux_loss = torch.nn.functional.mse_loss(aux_head(hidden.float()), aux[index].to(hidden.device))
+            loss = loss + config.aux_weight * aux_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         scheduler.step()
         with torch.no_grad():
             accuracy = float((logits.argmax(-1) == bins.to(logits.device)).float().mean())
-        value = float(loss.detach())
+        value = float(bc_loss.detach())
         ema = value if ema is None else 0.98 * ema + 0.02 * value
         if step % 50 == 0 or step == config.steps - 1:
-            history.append({"step": step, "loss": value, "token_accuracy": accuracy})
-            bar.set_postfix(loss=f"{ema:.3f}", acc=f"{accuracy:.2f}")
+            row = {"step": step, "loss": value, "token_accuracy": accuracy}
+            if aux_loss is not None:
+                row["aux_loss"] = float(aux_loss.detach())
+            history.append(row)
+            bar.set_postfix(
+                loss=f"{ema:.3f}",
+                acc=f"{accuracy:.2f}",
+                **({"aux": f"{row['aux_loss']:.3f}"} if aux_loss is not None else {}),
+            )
     bar.close()
     train_seconds = time.perf_counter() - start
     model.eval()
@@ -252,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight_decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--warmup_steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--label_sigma", type=float, default=defaults.label_sigma, help="soft-target width, bins")
+    parser.add_argument(
+        "--aux_weight",
+        type=float,
+        default=defaults.aux_weight,
+        help="weight of the auxiliary named-object position loss (0: off; needs demos with named_positions)",
+    )
     parser.add_argument("--use_state", type=str2bool, default=defaults.use_state, help="read the proprio state")
     parser.add_argument(
         "--labels",

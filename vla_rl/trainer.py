@@ -14,6 +14,7 @@ Run directory ``run_root_dir/exp_name``: ``config.json``, ``metrics.jsonl``, ``t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ from vla_rl.checkpointing import (
     set_rng_state,
 )
 from vla_rl.config import TrainConfig
+from vla_rl.distributed.fsdp import full_tensor, gathered, shard_policy
+from vla_rl.distributed.ranks import SINGLE, Ranks, join_ranks
 from vla_rl.distributed.runtime import training_env
 from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
 
@@ -40,8 +43,19 @@ logger = logging.getLogger("vla_rl.train")
 
 
 # ----------------------------------------------------------------------------- PPO update
-def ppo_update(policy, optimizer, batch, advantages, returns, config: TrainConfig, reference=None) -> dict:
-    """``num_epochs`` of clipped PPO over the valid samples of ``batch``; mean metrics."""
+TRAIN_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "ratio_mean")
+
+
+def ppo_update(
+    policy, optimizer, batch, advantages, returns, config: TrainConfig, reference=None, ranks: Ranks = SINGLE
+) -> dict:
+    """``num_epochs`` of clipped PPO over the valid samples of ``batch``; mean metrics.
+
+    With several ``ranks`` (FSDP) each rank holds its own batch; a minibatch is the union of
+    the ranks' minibatches and its loss is the mean over all of them (each rank scales its
+    samples by ``world / total``, and FSDP averages the gradients). Ranks with fewer forward
+    passes in a minibatch add zero-weight ones, so every rank runs the same collectives; the
+    early stop on ``target_kl`` and the metrics use the ranks' sums."""
     ppo = config.ppo
     T, N = batch.valid.shape
     flat = np.flatnonzero(batch.valid.reshape(-1))
@@ -53,16 +67,25 @@ def ppo_update(policy, optimizer, batch, advantages, returns, config: TrainConfi
     old_values = batch.values.reshape(-1)
     advantages, returns = advantages.reshape(-1), returns.reshape(-1)
     micro = config.policy.local_rollout_forward_batch_size
-    sums: dict[str, float] = {}
+    names = [f"train/{name}" for name in TRAIN_METRICS] + ["train/grad_norm"]
+    if reference is not None and ppo.kl_coef > 0:
+        names.append("train/kl_ref")
+    sums = dict.fromkeys(names, 0.0)
     count = 0
     stop = False
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     for _ in range(ppo.num_epochs):
         order = np.random.permutation(flat)
-        for minibatch in np.array_split(order, min(ppo.num_minibatches, len(order))):
+        for minibatch in np.array_split(order, ppo.num_minibatches):
+            total = ranks.sum([len(minibatch)])[0]
+            if total == 0:
+                continue
             optimizer.zero_grad(set_to_none=True)
-            for start in range(0, len(minibatch), micro):
-                index = minibatch[start : start + micro]
+            for step in range(ranks.max(-(-len(minibatch) // micro))):
+                index = minibatch[step * micro : (step + 1) * micro]
+                weight = len(index) * ranks.world / total
+                if len(index) == 0:  # this rank has run out: a zero-weight pass keeps it in step
+                    index, weight = np.zeros(1, dtype=np.int64), 0.0
                 idx = torch.from_numpy(index)
                 inputs = (
                     images[index],
@@ -85,43 +108,55 @@ def ppo_update(policy, optimizer, batch, advantages, returns, config: TrainConfi
                     entropy_coef=ppo.entropy_coef,
                 )
                 loss = terms.loss
-                if reference is not None and ppo.kl_coef > 0:
+                if "train/kl_ref" in sums:
                     with torch.no_grad():
                         ref = reference.evaluate(*inputs, temperature=config.policy.temperature)["logprobs"]
                     log_ratio = ref.to(out["logprobs"].device) - out["logprobs"]
                     kl = (log_ratio.exp() - log_ratio - 1).mean()  # k3 estimator of KL(pi || ref)
                     loss = loss + ppo.kl_coef * kl
-                    _add(sums, "train/kl_ref", float(kl) * len(index))
-                (loss * len(index) / len(minibatch)).backward()
-                for name, value in (
-                    ("train/policy_loss", terms.policy_loss),
-                    ("train/value_loss", terms.value_loss),
-                    ("train/entropy", terms.entropy),
-                    ("train/approx_kl", terms.approx_kl),
-                    ("train/clipfrac", terms.clipfrac),
-                    ("train/ratio_mean", terms.ratio_mean),
-                ):
-                    _add(sums, name, float(value.detach()) * len(index))
-                count += len(index)
+                    sums["train/kl_ref"] += float(kl) * len(index) * (weight > 0)
+                (loss * weight).backward()
+                if weight > 0:
+                    for name in TRAIN_METRICS:
+                        sums[f"train/{name}"] += float(getattr(terms, name).detach()) * len(index)
+                    count += len(index)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, ppo.max_grad_norm)
-            _add(sums, "train/grad_norm", float(grad_norm) * len(minibatch))
+            sums["train/grad_norm"] += float(full_tensor(grad_norm)) * len(minibatch)
             optimizer.step()
-        if ppo.target_kl and sums.get("train/approx_kl", 0.0) / max(count, 1) > ppo.target_kl:
-            stop = True
-            break
-    metrics = {k: v / max(count, 1) for k, v in sums.items()}
+        if ppo.target_kl:
+            kl_sum, kl_count = ranks.sum([sums["train/approx_kl"], count])
+            if kl_sum / max(kl_count, 1) > ppo.target_kl:
+                stop = True
+                break
+    *totals, count = ranks.sum([sums[name] for name in names] + [count])
+    metrics = {name: value / max(count, 1) for name, value in zip(names, totals, strict=True)}
     metrics["train/early_stop"] = float(stop)
     return metrics
 
 
-def _add(sums: dict, key: str, value: float) -> None:
-    sums[key] = sums.get(key, 0.0) + value
-
-
 # ----------------------------------------------------------------------------- the run
-def rollout_metrics(batch, rollout_seconds: float) -> dict:
+def _quiet(*args, **kwargs) -> None:
+    """``print`` of the ranks other than 0."""
+
+
+def _normalized(advantages: torch.Tensor, valid: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """Advantages normalised with the mean and std of every rank's valid samples."""
+    if ranks.world == 1:
+        return normalize_advantages(advantages, valid)
+    mask = valid.float()
+    total, squares, count = ranks.sum(
+        [float((advantages * mask).sum()), float((advantages**2 * mask).sum()), float(mask.sum())]
+    )
+    mean = total / max(count, 1.0)
+    std = max(squares / max(count, 1.0) - mean**2, 0.0) ** 0.5
+    return (advantages - mean) / (std + 1e-8)
+
+
+def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None, dropped: int | None = None) -> dict:
+    """Metrics of one rollout; ``episodes``/``dropped`` default to the batch's (FSDP ranks pass
+    every rank's); the per-step figures are this process's."""
     metrics = {}
-    episodes = batch.episodes
+    episodes = batch.episodes if episodes is None else episodes
     if episodes:
         metrics["rollout/success_rate"] = float(np.mean([e["success"] for e in episodes]))
         metrics["rollout/env_return"] = float(np.mean([e["env_return"] for e in episodes]))
@@ -131,7 +166,7 @@ def rollout_metrics(batch, rollout_seconds: float) -> dict:
             rows = [e["success"] for e in episodes if e["task"] == task]
             metrics[f"rollout/success_rate/{task}"] = float(np.mean(rows))
     metrics["rollout/episodes"] = float(len(episodes))
-    metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes)
+    metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes if dropped is None else dropped)
     valid = batch.valid
     scores = batch.prm_scores[valid]
     if np.isfinite(scores).any():
@@ -151,6 +186,7 @@ def train(config: TrainConfig) -> dict:
     from vla_rl.rollout import EpisodeVideos, Rollout, assign_tasks
 
     run_dir = config.run_dir
+    ranks = join_ranks() if config.scale.backends.fsdp else SINGLE
     resume_from = latest_checkpoint(run_dir) if config.run.resume else None
     if config.run.resume and resume_from is None:
         raise FileNotFoundError(f"--resume True but {run_dir} has no checkpoint; start without --resume.")
@@ -158,16 +194,20 @@ def train(config: TrainConfig) -> dict:
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume True to continue it or a new --exp_name.")
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    random.seed(config.run.seed)
-    np.random.seed(config.run.seed)
-    torch.manual_seed(config.run.seed)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
-    print(config.scale.backends.describe(), flush=True)
+    random.seed(config.run.seed + ranks.rank)
+    np.random.seed(config.run.seed + ranks.rank)
+    torch.manual_seed(config.run.seed + ranks.rank)
+    say = print if ranks.is_main else _quiet
+    if ranks.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=2)
+    say(config.scale.backends.describe(), flush=True)
 
     lora = config.policy.lora_rank > 0
     policy = load_run_policy(config, resume_from)
+    if ranks.world > 1:
+        shard_policy(policy)
     policy.value_trunk_grad = config.ppo.value_trunk_grad
     reference = None
     if config.ppo.kl_coef > 0:
@@ -183,7 +223,8 @@ def train(config: TrainConfig) -> dict:
     assigned = assign_tasks(tasks, config.env.num_envs)
     runtime = training_env(config, assigned, image_size)
     env = runtime.env
-    print(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs at {image_size} px", flush=True)
+    per_rank = f" per rank x {ranks.world} ranks" if ranks.world > 1 else ""
+    say(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs{per_rank} at {image_size} px", flush=True)
 
     policy.model.train()
     model_params = [p for p in policy.model.parameters() if p.requires_grad]
@@ -213,10 +254,10 @@ def train(config: TrainConfig) -> dict:
         assigned,
         config.ppo.num_steps,
         config.policy.temperature,
-        seed=config.run.seed * 100_003 + state["iteration"] * 1_009,
+        seed=config.run.seed * 100_003 + state["iteration"] * 1_009 + ranks.rank * 10_000_019,
     )
-    videos = None
-    if config.run.save_video:
+    videos = metrics_log = None
+    if config.run.save_video and ranks.is_main:
         videos = EpisodeVideos(
             os.path.join(run_dir, "videos"),
             assigned,
@@ -224,14 +265,15 @@ def train(config: TrainConfig) -> dict:
             config.run.max_videos,
             config.prm.prm_threshold,
         )
-    metrics_log = MetricLogger(
-        run_dir,
-        config.to_dict(),
-        config.run.use_wandb,
-        config.run.wandb_offline,
-        config.run.wandb_project,
-        config.run_name,
-    )
+    if ranks.is_main:
+        metrics_log = MetricLogger(
+            run_dir,
+            config.to_dict(),
+            config.run.use_wandb,
+            config.run.wandb_offline,
+            config.run.wandb_project,
+            config.run_name,
+        )
     from tqdm import tqdm
 
     bar = tqdm(
@@ -239,7 +281,7 @@ def train(config: TrainConfig) -> dict:
         initial=min(state["episodes"], config.ppo.total_episodes),
         desc="PPO",
         unit="ep",
-        disable=not config.run.progress,
+        disable=not (config.run.progress and ranks.is_main),
         dynamic_ncols=True,
     )
     totals = {"env": 0.0, "policy": 0.0, "prm": 0.0, "update": 0.0}
@@ -249,7 +291,8 @@ def train(config: TrainConfig) -> dict:
         ):
             start = time.perf_counter()
             policy.model.eval()
-            batch = rollout.collect()
+            with gathered(policy) if ranks.world > 1 else contextlib.nullcontext():
+                batch = rollout.collect()
             rollout_seconds = time.perf_counter() - start
             if videos is not None:
                 actions = policy.action_tokenizer.decode(batch.token_ids.numpy())
@@ -266,18 +309,20 @@ def train(config: TrainConfig) -> dict:
             )
             valid = torch.from_numpy(batch.valid)
             if config.ppo.norm_adv:
-                advantages = torch.where(valid, normalize_advantages(advantages, valid), torch.zeros_like(advantages))
+                advantages = torch.where(valid, _normalized(advantages, valid, ranks), torch.zeros_like(advantages))
             update_start = time.perf_counter()
             policy.model.train()
-            metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference)
+            metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks)
             update_seconds = time.perf_counter() - update_start
             if actor is not policy:  # the vLLM engine gets the updated weights, checked on this rollout's frames
                 probe_states = batch.states[0] if policy.state_stats is not None else None
                 metrics.update(actor.sync(probe=(batch.images[0], batch.instructions[0], probe_states)))
+            episodes = [e for part in ranks.gather(batch.episodes) for e in part]
+            steps, dropped = ranks.sum([int(batch.valid.sum()), batch.dropped_episodes])
             state["iteration"] += 1
-            state["global_step"] += int(batch.valid.sum())
-            state["episodes"] += len(batch.episodes)
-            metrics.update(rollout_metrics(batch, rollout_seconds))
+            state["global_step"] += int(steps)
+            state["episodes"] += len(episodes)
+            metrics.update(rollout_metrics(batch, rollout_seconds, episodes, int(dropped)))
             metrics.update(runtime.counters())
             for key, seconds in (*batch.timing.items(), ("update", update_seconds)):
                 totals[key] += seconds
@@ -287,20 +332,36 @@ def train(config: TrainConfig) -> dict:
                 metrics[f"perf/share_{key}"] = seconds / max(overall, 1e-9)
             metrics["progress/episodes"] = state["episodes"]
             metrics["progress/iteration"] = state["iteration"]
-            metrics_log.log(metrics, state["global_step"])
-            bar.update(min(state["episodes"], config.ppo.total_episodes) - bar.n)
-            bar.set_postfix(it=state["iteration"], success=f"{metrics.get('rollout/success_rate', float('nan')):.2f}")
-            tqdm.write(f"iter {state['iteration']:4d} | episodes {state['episodes']:5d} | {metrics_log.line(metrics)}")
+            if metrics_log is not None:
+                metrics_log.log(metrics, state["global_step"])
+                bar.update(min(state["episodes"], config.ppo.total_episodes) - bar.n)
+                success = metrics.get("rollout/success_rate", float("nan"))
+                bar.set_postfix(it=state["iteration"], success=f"{success:.2f}")
+                tqdm.write(
+                    f"iter {state['iteration']:4d} | episodes {state['episodes']:5d} | {metrics_log.line(metrics)}"
+                )
             if state["iteration"] % config.run.save_freq == 0:
                 save_checkpoint(
-                    run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora
+                    run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora, ranks
                 )
     finally:
         bar.close()
         env.close()
         if videos is not None:
             videos.close()
-    final = save_checkpoint(run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora)
+    final = save_checkpoint(
+        run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora, ranks
+    )
+    if ranks.world > 1:  # the ranks are done together; rank 0 evaluates the gathered checkpoint alone
+        torch.distributed.destroy_process_group()
+        if not ranks.is_main:
+            runtime.close()
+            return {"run_dir": run_dir, "final_checkpoint": final, "rank": ranks.rank, **state}
+        policy = load_policy(
+            os.path.join(final, "policy"),
+            device=config.policy.device,
+            max_batch=config.policy.local_rollout_forward_batch_size,
+        )
     metrics_log.close()
     summary = {
         "run_dir": run_dir,

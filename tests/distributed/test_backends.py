@@ -44,9 +44,25 @@ def test_explicit_choices_that_cannot_work_fail_with_the_fix(monkeypatch, capsys
         resolve_backends("auto", "hf", "hf", "True")
     with pytest.raises(ValueError, match="--use_ray must be one of"):
         resolve_backends("yes", "hf", "hf", "auto")
-    monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun launch: refused with the reason, not ignored
-    with pytest.raises(ValueError, match="multi-rank PPO is not wired into vla_rl.train"):
-        resolve_backends("auto", "hf", "hf", "auto")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun launch
+    with pytest.raises(ValueError, match="--fsdp False but torchrun started 2 processes"):
+        resolve_backends("auto", "hf", "hf", "False")
+    with pytest.raises(ValueError, match="--use_ray True with FSDP"):
+        resolve_backends("True", "hf", "hf", "auto")
+    monkeypatch.setattr(backends, "_cuda", lambda: True)
+    with pytest.raises(ValueError, match="--rollout_backend vllm with FSDP is not supported"):
+        resolve_backends("False", "vllm", "hf", "True")
+
+
+def test_a_torchrun_launch_trains_with_fsdp_and_in_process_envs(monkeypatch):
+    monkeypatch.setattr(backends, "_cuda", lambda: True)
+    monkeypatch.setattr(backends, "installed", lambda name: True)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    chosen = resolve_backends("auto", "auto", "auto", "auto")
+    assert chosen.fsdp and not chosen.use_ray  # each rank steps its own envs
+    assert (chosen.rollout, chosen.prm) == ("hf", "vllm")  # the vLLM rollout is not wired to FSDP ranks
+    assert "training: FSDP over 4 processes" in chosen.describe()
+    assert "FSDP ranks roll out with transformers" in chosen.describe()
 
 
 def test_flags_are_validated_before_anything_loads(capsys):
@@ -54,6 +70,7 @@ def test_flags_are_validated_before_anything_loads(capsys):
         (["--rollout_backend", "trt"], "--rollout_backend must be one of"),
         (["--num_env_workers", "9", "--num_envs", "8"], "--num_env_workers (9) must be <= --num_envs"),
         (["--prm_server_wait_ms", "-1"], "--prm_server_wait_ms must be >= 0"),
+        (["--fsdp", "True"], "--fsdp True needs several processes"),
     ):
         with pytest.raises(SystemExit):
             parse_config(flags)
@@ -70,3 +87,14 @@ def test_actor_shares_always_fit_the_cluster():
     assert plan.bundles == [{"CPU": 1.0}] * 4 + [{"CPU": 1.0, "GPU": 1}]
     with pytest.raises(ValueError, match="--num_env_workers"):
         plan_resources(cpus=2, gpus=0, num_workers=0, prm_server=False, prm_on_gpu=False)
+
+
+def test_fsdp_runs_refuse_lora_and_resume_before_anything_loads(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for flags, message in (
+        (["--lora_rank", "8"], "--lora_rank with FSDP is not supported"),
+        (["--resume", "True"], "--resume True with FSDP is not supported"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_config(flags)
+        assert message in capsys.readouterr().err

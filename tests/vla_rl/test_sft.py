@@ -10,7 +10,7 @@ import torch
 from envs.demos import record
 from vla_rl.policy.checkpoint import load_policy, save_policy
 from vla_rl.qwen.processor import QwenImageProcessor, position_image
-from vla_rl.sft import SFTConfig, soft_targets, train_sft
+from vla_rl.sft import Demonstrations, SFTConfig, soft_targets, train_sft
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -41,6 +41,24 @@ def test_clean_expert_labels_are_recorded_beside_noisy_actions(demos):
     assert np.abs(episode.expert_actions).max() <= 1.0
 
 
+def test_demos_record_the_named_block_and_auxiliary_targets_point_at_it(demos):
+    from envs.demos import iter_episodes
+
+    record_, episode = next(iter_episodes(demos))
+    assert episode.named_positions.shape == (len(episode.images), 2, 3)
+    # Reach names one block (twice); the expert ends with the fingertips on it, so the last
+    # TCP position is within the success tolerance of the block's top.
+    np.testing.assert_array_equal(episode.named_positions[:, 0], episode.named_positions[:, 1])
+    top = episode.named_positions[-1, 0] + np.array([0, 0, 0.03])
+    assert record_["success"] and np.linalg.norm(episode.states[-1, :3] - top) < 0.03
+    loaded = Demonstrations.load([demos])
+    targets = loaded.auxiliary_targets()
+    assert targets.shape == (len(loaded.actions), 8)
+    expected = (loaded.named_positions[:, 0, :2] - loaded.states[:, :2]) / 0.10
+    np.testing.assert_allclose(targets[:, :2], np.clip(expected, -4, 4), rtol=1e-6)
+    np.testing.assert_allclose(targets[:, 4:6], loaded.named_positions[:, 0, :2] / 0.15, rtol=1e-6)
+
+
 def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny_qwen, tmp_path):
     out = str(tmp_path / "policy")
     summary = train_sft(
@@ -55,7 +73,7 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
     with open(os.path.join(out, "vla_policy.json")) as f:
         assert json.load(f)["tasks"] == ["VLARL/Reach-v0"]
     history = json.load(open(os.path.join(out, "sft_summary.json")))["history"]
-    assert history[0]["step"] == 0
+    assert history[0]["step"] == 0 and np.isfinite(history[0]["aux_loss"])  # the demos record named positions
     frames = np.zeros((2, 56, 56, 3), np.uint8)
     with pytest.raises(ValueError, match="proprioceptive state"):
         policy.act(frames, ["touch the red block"] * 2)

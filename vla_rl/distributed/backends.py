@@ -7,8 +7,9 @@ trainer prints when it starts. ``auto`` picks an engine only where it can help:
 - Ray: installed, and a cluster address is given, a GPU is present, or the machine has at
   least 4 CPUs (on fewer, env workers cost more than they save: the policy keeps the cores busy).
 - vLLM: importable and CUDA present.
-- FSDP: the sharding itself is :mod:`vla_rl.distributed.fsdp`; the PPO trainer runs in one
-  process, so ``auto`` means no FSDP there and a multi-rank launch is refused with the reason.
+- FSDP: launched by ``torchrun`` (``WORLD_SIZE`` > 1); each rank steps its own envs in-process
+  (no Ray) with the transformers rollout, and the ranks train one sharded policy
+  (:mod:`vla_rl.distributed.fsdp`).
 
 An explicit choice that cannot work fails before anything heavy loads, with the fix.
 """
@@ -102,13 +103,22 @@ def resolve_backends(
     world = world_size()
     if fsdp == "True" and world < 2:
         raise ValueError(
-            "--fsdp True needs several processes: torchrun --nproc_per_node N ... (or --fsdp auto to train in one "
-            "process)."
+            "--fsdp True needs several processes: torchrun --nproc_per_node N -m vla_rl.train ... (or --fsdp auto "
+            "to train in one process)."
         )
-    if fsdp == "True" or (fsdp == "auto" and world > 1):
-        raise ValueError(
-            f"--fsdp: the PPO trainer runs in one process (WORLD_SIZE={world}); multi-rank PPO is not wired into "
-            "vla_rl.train yet. Launch it without torchrun, or shard a policy yourself with "
-            "vla_rl.distributed.fsdp.shard_policy (tested against single-process training)."
-        )
-    return Backends(ray, chosen["--rollout_backend"], chosen["--prm_backend"], False, reasons)
+    if fsdp == "False" and world > 1:
+        raise ValueError(f"--fsdp False but torchrun started {world} processes; launch one process, or --fsdp auto.")
+    sharded = world > 1
+    if sharded:
+        reasons.append(f"torchrun started {world} processes")
+        if use_ray == "True":
+            raise ValueError("--use_ray True with FSDP: each FSDP rank steps its own envs; use --use_ray False.")
+        if ray and use_ray == "auto":
+            reasons.append("FSDP ranks step their own envs, so no Ray")
+        ray = False
+        if rollout_backend == "vllm":
+            raise ValueError("--rollout_backend vllm with FSDP is not supported yet; use --rollout_backend hf.")
+        if chosen["--rollout_backend"] == "vllm":
+            chosen["--rollout_backend"] = "hf"
+            reasons.append("FSDP ranks roll out with transformers")
+    return Backends(ray, chosen["--rollout_backend"], chosen["--prm_backend"], sharded, reasons)

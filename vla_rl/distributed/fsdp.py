@@ -13,6 +13,7 @@ trained.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -46,6 +47,10 @@ def shard_policy(policy, mesh=None):
         fully_shard(block, mesh=mesh)
     fully_shard(policy.model, mesh=mesh)
     fully_shard(policy.value_head, mesh=mesh)
+    # FSDP picks its root unit as the first to run forward; generation can enter the vision
+    # tower before the model's own forward, so fix the roots now (torch has no public call).
+    for root in (policy.model, policy.value_head):
+        root._get_fsdp_state()._lazy_init()
     return policy
 
 
@@ -74,3 +79,28 @@ def save_full_policy(policy, directory: str, image_size: int | None = None) -> N
     if dist.get_rank() == 0:
         save_policy(policy, directory, image_size, state_dict=model_state, value_state=head_state)
     dist.barrier()
+
+
+def fsdp_units(policy) -> list:
+    """The FSDP units of a sharded policy (every module with ``unshard``/``reshard``)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in policy.modules() if isinstance(m, FSDPModule)]
+
+
+@contextmanager
+def gathered(policy):
+    """Hold the full parameters on every rank for the block (no collectives inside it), so each
+    rank can run its own rollout: forward passes whose number differs between ranks (generation,
+    bootstrap values of truncated episodes). Collective on entry and exit."""
+    roots = (policy.model, policy.value_head)
+    units = fsdp_units(policy)
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield policy
+    finally:
+        for unit in units:  # back to FSDP's training defaults: roots keep their parameters after forward
+            unit.set_reshard_after_forward(not any(unit is root for root in roots), recurse=False)
+            unit.reshard()

@@ -154,6 +154,7 @@ class VLAPolicy(nn.Module):
             return_dict_in_generate=True,
             pad_token_id=self.processor.pad_token_id,
             eos_token_id=None,
+            synced_gpus=False,  # every call generates exactly ``dim`` tokens; FSDP ranks roll out independently
         )
         token_ids = out.sequences[:, -dim:]
         logits = self._action_logits(torch.stack(out.logits, dim=1), temperature)  # (B, D, 256)
@@ -163,10 +164,16 @@ class VLAPolicy(nn.Module):
         return {"token_ids": token_ids, "logprobs": logprobs.squeeze(-1).sum(-1), "values": values.float()}
 
     def forward_actions(
-        self, frames: np.ndarray, instructions: list[str], token_ids: torch.Tensor, states: np.ndarray | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        frames: np.ndarray,
+        instructions: list[str],
+        token_ids: torch.Tensor,
+        states: np.ndarray | None = None,
+        return_hidden: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """Teacher-forced action-bin logits ``(B, D, 256)`` (temperature 1) and ``values (B,)``,
-        with gradients: the forward pass of both behaviour cloning and PPO."""
+        with gradients: the forward pass of both behaviour cloning and PPO. ``return_hidden``
+        adds the last layer's hidden state at the last prompt position ``(B, hidden)``."""
         inputs = self._inputs(frames, instructions, states)
         token_ids = token_ids.to(self.device)
         dim = token_ids.shape[1]
@@ -174,11 +181,10 @@ class VLAPolicy(nn.Module):
         inputs = _append_tokens(inputs, token_ids)
         out = self.model(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=dim + 1)
         logits = self._action_logits(out.logits[:, :dim], 1.0)  # positions predicting each token
-        prompt_hidden = out.hidden_states[-1][:, prompt_length - 1, :]
-        if not self.value_trunk_grad:
-            prompt_hidden = prompt_hidden.detach()
+        hidden = out.hidden_states[-1][:, prompt_length - 1, :]
+        prompt_hidden = hidden if self.value_trunk_grad else hidden.detach()
         values = self.value_head(prompt_hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return logits, values.float()
+        return (logits, values.float(), hidden) if return_hidden else (logits, values.float())
 
     @torch.no_grad()
     def values_of(self, frames: np.ndarray, instructions: list[str], states: np.ndarray | None = None) -> torch.Tensor:

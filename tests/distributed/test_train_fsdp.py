@@ -1,0 +1,157 @@
+"""PPO with FSDP over 2 gloo ranks: the update equals single-process training on the union of
+the ranks' batches, and ``torchrun -m vla_rl.train`` runs end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tests.distributed.test_fsdp import free_port
+from vla_rl.config import parse_config
+from vla_rl.distributed.ranks import Ranks
+
+pytestmark = pytest.mark.timeout(600)
+RNG = np.random.default_rng(11)
+PER_RANK = 6
+VALID = (5, 2)  # valid samples of rank 0 and rank 1: rank 1 pads its forward passes
+TASKS = ["touch the red block", "touch the blue block", "touch the green block"]
+
+
+def rank_batch(rank: int) -> tuple:
+    """``(batch, advantages, returns)`` of one rank: one step of ``PER_RANK`` envs."""
+    generator = np.random.default_rng(100 + rank)
+    valid = np.zeros((1, PER_RANK), bool)
+    valid[0, : VALID[rank]] = True
+    batch = SimpleNamespace(
+        valid=valid,
+        images=generator.integers(0, 256, (1, PER_RANK, 56, 56, 3), dtype=np.uint8),
+        states=generator.normal(size=(1, PER_RANK, 8)).astype(np.float32),
+        instructions=[[TASKS[i % 3] for i in range(PER_RANK)]],
+        token_ids=None,
+        logprobs=torch.from_numpy(generator.normal(-30.0, 1.0, (1, PER_RANK))).float(),
+        values=torch.from_numpy(generator.normal(0.0, 0.1, (1, PER_RANK))).float(),
+    )
+    advantages = torch.from_numpy(generator.normal(size=(1, PER_RANK))).float()
+    returns = torch.from_numpy(generator.normal(size=(1, PER_RANK))).float()
+    return batch, advantages, returns
+
+
+def union(parts: list) -> tuple:
+    """The ranks' batches side by side, as one single-process batch."""
+    batches = [p[0] for p in parts]
+    batch = SimpleNamespace(
+        valid=np.concatenate([b.valid for b in batches], 1),
+        images=np.concatenate([b.images for b in batches], 1),
+        states=np.concatenate([b.states for b in batches], 1),
+        instructions=[sum((b.instructions[0] for b in batches), [])],
+        token_ids=torch.cat([b.token_ids for b in batches], 1),
+        logprobs=torch.cat([b.logprobs for b in batches], 1),
+        values=torch.cat([b.values for b in batches], 1),
+    )
+    return batch, torch.cat([p[1] for p in parts], 1), torch.cat([p[2] for p in parts], 1)
+
+
+def update_config(checkpoint: str):
+    return parse_config(
+        ["--vla_path", checkpoint, "--num_epochs", "1", "--num_minibatches", "1"]
+        + ["--local_rollout_forward_batch_size", "2", "--max_grad_norm", "0.5", "--norm_adv", "False"]
+    )
+
+
+def policy_and_optimizer(checkpoint: str):
+    from tests.policies import tiny_vla_policy
+
+    torch.manual_seed(0)
+    policy = tiny_vla_policy(checkpoint, max_batch=2)
+    torch.nn.init.normal_(policy.value_head.weight, std=0.01)
+    return policy
+
+
+def optimizer_of(policy):
+    return torch.optim.AdamW(list(policy.model.parameters()) + list(policy.value_head.parameters()), lr=1e-3)
+
+
+def with_tokens(part, policy, rank):
+    generator = torch.Generator().manual_seed(7 + rank)
+    part[0].token_ids = policy.action_tokenizer.first_id + torch.randint(0, 256, (1, PER_RANK, 7), generator=generator)
+    return part
+
+
+def fsdp_update(rank, world, port, checkpoint, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from vla_rl.distributed.fsdp import full_state_dicts, init_distributed, shard_policy
+    from vla_rl.trainer import ppo_update
+
+    init_distributed()
+    policy = shard_policy(policy_and_optimizer(checkpoint))
+    batch, advantages, returns = with_tokens(rank_batch(rank), policy, rank)
+    metrics = ppo_update(
+        policy, optimizer_of(policy), batch, advantages, returns, update_config(checkpoint), ranks=Ranks(rank, world)
+    )
+    model_state, head_state = full_state_dicts(policy)
+    if rank == 0:
+        torch.save({"metrics": metrics, "model": model_state, "head": head_state}, os.path.join(out, "fsdp.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_fsdp_ppo_update_equals_the_single_process_update_on_the_union(tiny_qwen, tmp_path):
+    from vla_rl.trainer import ppo_update
+
+    mp.spawn(fsdp_update, args=(2, free_port(), tiny_qwen, str(tmp_path)), nprocs=2, join=True)
+    fsdp = torch.load(tmp_path / "fsdp.pt")
+
+    policy = policy_and_optimizer(tiny_qwen)
+    start = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    batch, advantages, returns = union([with_tokens(rank_batch(r), policy, r) for r in range(2)])
+    metrics = ppo_update(policy, optimizer_of(policy), batch, advantages, returns, update_config(tiny_qwen))
+    assert set(fsdp["metrics"]) == set(metrics)
+    for key, value in metrics.items():
+        assert fsdp["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    changed = 0
+    for name, tensor in policy.model.state_dict().items():
+        torch.testing.assert_close(fsdp["model"][name], tensor, atol=2e-5, rtol=1e-4, msg=name)
+        changed += not torch.equal(start[name], tensor)
+    assert changed > 0  # the update did something
+    torch.testing.assert_close(fsdp["head"]["weight"], policy.value_head.weight.detach(), atol=2e-5, rtol=1e-4)
+
+
+def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
+    from vla_rl.policy.checkpoint import load_policy
+
+    flags = ["--vla_path", tiny_qwen, "--task_ids", "reach", "--num_envs", "2", "--num_steps", "6"]
+    flags += ["--max_env_length", "5", "--image_size", "56", "--max_iterations", "1", "--total_episodes", "100"]
+    flags += ["--num_minibatches", "2", "--local_rollout_forward_batch_size", "4", "--eval_episodes", "1"]
+    flags += ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob", "--progress", "False"]
+    flags += ["--run_root_dir", str(tmp_path), "--exp_name", "run", "--threads", "1", "--fsdp", "True"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    result = subprocess.run(
+        [*launcher, str(free_port()), "-m", "vla_rl.train", *flags],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "training: FSDP over 2 processes" in result.stdout
+    assert result.stdout.count("final evaluation") == 1  # rank 0 alone logs and evaluates
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert len(rows) == 1
+    # 2 ranks x 2 envs, each env finishes one 5-step episode in the 6 steps: every rank's episodes count.
+    assert rows[0]["rollout/episodes"] == 4.0 and rows[0]["progress/episodes"] == 4
+    assert np.isfinite(rows[0]["train/policy_loss"]) and rows[0]["train/policy_loss"] != 0.0
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["eval"]["tasks"]["reach"]["episodes"] == 1
+    policy = load_policy(os.path.join(summary["final_checkpoint"], "policy"))  # the single-process format
+    assert policy.action_tokenizer.action_dim == 7
+    start = load_policy(tiny_qwen)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(policy.model.state_dict().values(), start.model.state_dict().values(), strict=True)
+    )
