@@ -8,14 +8,17 @@ Command line::
 Each sample is (frame, proprioceptive state, instruction) -> the expert's action, tokenised
 with 256 bins per dimension after the dataset's q01/q99 normalisation. The loss is the
 cross-entropy of the action tokens; ``--label_sigma`` spreads each target over neighbouring
-bins (a Gaussian, in bins), which respects that bins are ordered values. When the demonstrations
-record where the named objects are (``named_positions``), ``--aux_weight`` adds an auxiliary
-regression, during cloning only, from the hidden state at the last prompt position to those
-positions (absolute and relative to the gripper): a dense signal that teaches the vision tower
-to find the object the instruction names, which the action tokens alone teach slowly. The
-auxiliary head is not part of the saved policy. The output is a
-policy checkpoint (:mod:`vla_rl.policy.checkpoint`), written atomically, then evaluated in
-closed loop on held-out seeds.
+bins (a Gaussian, in bins), which respects that bins are ordered values.
+
+Two options (off by default; bench/README.md has what they measured on the default tasks):
+``--aux_weight`` adds, during cloning only, a regression from the hidden state at the last
+prompt position to where the named objects are (absolute and relative to the gripper; needs
+demonstrations that record ``named_positions``) — a dense signal for finding the object the
+instruction names; the head is not saved. ``--dagger_rounds`` runs DAgger after cloning
+(:mod:`vla_rl.dagger`): the policy's own states, labelled by the scripted expert, join the data.
+
+The output is a policy checkpoint (:mod:`vla_rl.policy.checkpoint`), written atomically, then
+evaluated in closed loop on held-out seeds.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -44,7 +47,12 @@ class SFTConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     label_sigma: float = 1.5
-    aux_weight: float = 1.0
+    aux_weight: float = 0.0
+    dagger_rounds: int = 0
+    dagger_episodes: int = 100
+    dagger_steps: int = 1000
+    dagger_beta: float = 0.5
+    dagger_max_steps: int = 60
     use_state: bool = True
     labels: str = "expert"
     tasks: list | None = None
@@ -70,6 +78,12 @@ class SFTConfig:
             raise ValueError(f"--label_sigma must be >= 0, got {self.label_sigma}.")
         if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
             raise ValueError(f"--aux_weight must be a finite number >= 0, got {self.aux_weight}.")
+        if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 1:
+            raise ValueError(
+                "--dagger_rounds must be >= 0 and --dagger_episodes, --dagger_steps, --dagger_max_steps >= 1."
+            )
+        if not 0.0 <= self.dagger_beta <= 1.0:
+            raise ValueError(f"--dagger_beta must be in [0, 1], got {self.dagger_beta}.")
         if self.eval_episodes < 0:
             raise ValueError(f"--eval_episodes must be >= 0, got {self.eval_episodes}.")
         if os.path.exists(self.out) and not self.overwrite:
@@ -87,6 +101,20 @@ class Demonstrations:
     tasks: list[str]
     image_size: int
     named_positions: np.ndarray | None = None  # (N, 2, 3) where every episode recorded them
+
+    def extended(self, samples: dict) -> Demonstrations:
+        """These samples followed by ``samples`` (arrays as returned by :func:`vla_rl.dagger.collect`)."""
+        named = self.named_positions
+        if named is not None:
+            named = np.concatenate([named, samples["named_positions"].astype(np.float32)])
+        return replace(
+            self,
+            images=np.concatenate([self.images, samples["images"]]),
+            states=np.concatenate([self.states, samples["states"].astype(np.float32)]),
+            actions=np.concatenate([self.actions, samples["actions"].astype(np.float32)]),
+            instructions=self.instructions + list(samples["instructions"]),
+            named_positions=named,
+        )
 
     def auxiliary_targets(self) -> np.ndarray | None:
         """``(N, 8)`` float32: the named objects' x/y relative to the gripper (per 10 cm) and
@@ -181,67 +209,102 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         state_stats=state_stats,
     )
     policy.image_size = demos.image_size
-    tokens = torch.from_numpy(policy.action_tokenizer.encode(demos.actions))
-    aux = demos.auxiliary_targets() if config.aux_weight > 0 else None
-    if aux is not None:
-        aux = torch.from_numpy(aux)
-        aux_head = torch.nn.Linear(model.config.get_text_config().hidden_size, aux.shape[1]).to(policy.device)
-    else:
-        aux_head = torch.nn.Module()
-        if config.aux_weight > 0:
-            print("note: the demonstrations record no named_positions; cloning without the auxiliary loss.")
+    hidden_size = model.config.get_text_config().hidden_size
+    aux_head = torch.nn.Linear(hidden_size, 8).to(policy.device) if config.aux_weight > 0 else torch.nn.Module()
+    if config.aux_weight > 0 and demos.named_positions is None:
+        print("note: the demonstrations record no named_positions; cloning without the auxiliary loss.")
     model.train()
     parameters = list(model.parameters()) + list(aux_head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    total_steps = config.steps + config.dagger_rounds * config.dagger_steps
 
     def schedule(step):
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
-        done = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        done = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    history = []
+    history, rounds = [], []
     start = time.perf_counter()
-    bar = tqdm(range(config.steps), desc="behaviour cloning", unit="step", disable=not progress, dynamic_ncols=True)
-    ema = None
-    for step in bar:
-        index = rng.integers(0, len(demos.actions), config.batch_size)
-        batch_tokens = tokens[index]
-        logits, _, hidden = policy.forward_actions(
-            demos.images[index],
-            [demos.instructions[i] for i in index],
-            batch_tokens,
-            demos.states[index] if config.use_state else None,
-            return_hidden=True,
-        )
-        bins = batch_tokens - policy.action_tokenizer.first_id
-        targets = soft_targets(bins, config.label_sigma).to(logits.device)
-        loss = bc_loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
-        aux_loss = None
-        if aux is not None:
-            aux_loss = torch.nn.functional.mse_loss(aux_head(hidden.float()), aux[index].to(hidden.device))
-            loss = loss + config.aux_weight * aux_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            accuracy = float((logits.argmax(-1) == bins.to(logits.device)).float().mean())
-        value = float(bc_loss.detach())
-        ema = value if ema is None else 0.98 * ema + 0.02 * value
-        if step % 50 == 0 or step == config.steps - 1:
-            row = {"step": step, "loss": value, "token_accuracy": accuracy}
-            if aux_loss is not None:
-                row["aux_loss"] = float(aux_loss.detach())
-            history.append(row)
-            bar.set_postfix(
-                loss=f"{ema:.3f}",
-                acc=f"{accuracy:.2f}",
-                **({"aux": f"{row['aux_loss']:.3f}"} if aux_loss is not None else {}),
+    done_steps = 0
+
+    def clone(data: Demonstrations, steps: int, desc: str) -> None:
+        """``steps`` optimiser steps of behaviour cloning on ``data``."""
+        nonlocal done_steps
+        tokens = torch.from_numpy(policy.action_tokenizer.encode(data.actions))
+        aux = data.auxiliary_targets() if config.aux_weight > 0 else None
+        aux = None if aux is None else torch.from_numpy(aux)
+        model.train()
+        ema = None
+        bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+        for _ in bar:
+            index = rng.integers(0, len(data.actions), config.batch_size)
+            batch_tokens = tokens[index]
+            logits, _, hidden = policy.forward_actions(
+                data.images[index],
+                [data.instructions[i] for i in index],
+                batch_tokens,
+                data.states[index] if config.use_state else None,
+                return_hidden=True,
             )
-    bar.close()
+            bins = batch_tokens - policy.action_tokenizer.first_id
+            targets = soft_targets(bins, config.label_sigma).to(logits.device)
+            loss = bc_loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
+            aux_loss = None
+            if aux is not None:
+                aux_loss = torch.nn.functional.mse_loss(aux_head(hidden.float()), aux[index].to(hidden.device))
+                loss = loss + config.aux_weight * aux_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                accuracy = float((logits.argmax(-1) == bins.to(logits.device)).float().mean())
+            value = float(bc_loss.detach())
+            ema = value if ema is None else 0.98 * ema + 0.02 * value
+            if done_steps % 50 == 0 or done_steps == total_steps - 1:
+                row = {"step": done_steps, "loss": value, "token_accuracy": accuracy}
+                if aux_loss is not None:
+                    row["aux_loss"] = float(aux_loss.detach())
+                history.append(row)
+                postfix = {"loss": f"{ema:.3f}", "acc": f"{accuracy:.2f}"}
+                if aux_loss is not None:
+                    postfix["aux"] = f"{row['aux_loss']:.3f}"
+                bar.set_postfix(**postfix)
+            done_steps += 1
+        bar.close()
+        summary_state["final_loss"] = ema
+
+    summary_state: dict = {}
+    clone(demos, config.steps, "behaviour cloning")
+    if config.dagger_rounds:
+        from vla_rl.dagger import collect
+
+        short = [_short_task(t) for t in demos.tasks]
+        for round_index in range(config.dagger_rounds):
+            beta = config.dagger_beta * 0.5**round_index
+            model.eval()
+            samples = collect(
+                policy,
+                short,
+                config.dagger_episodes,
+                demos.image_size,
+                seed=config.seed * 1_000 + round_index,
+                beta=beta,
+                max_steps=config.dagger_max_steps,
+            )
+            demos = demos.extended(samples)
+            rounds.append({"round": round_index + 1, "beta": beta, "rollout_success": samples["success_rate"]})
+            rounds[-1]["samples"] = len(demos.actions)
+            print(
+                f"DAgger round {round_index + 1}: {len(samples['actions'])} states labelled (beta {beta:.2f}, "
+                f"rollout success {samples['success_rate']:.2f}); {len(demos.actions)} samples in all",
+                flush=True,
+            )
+            clone(demos, config.dagger_steps, f"DAgger round {round_index + 1}")
+    ema = summary_state["final_loss"]
     train_seconds = time.perf_counter() - start
     model.eval()
     with atomic_directory(config.out, config.overwrite) as tmp:
@@ -254,6 +317,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                     "samples": len(demos.actions),
                     "train_seconds": train_seconds,
                     "history": history,
+                    "dagger": rounds,
                 },
                 f,
                 indent=2,
@@ -310,6 +374,19 @@ def main(argv: list[str] | None = None) -> int:
         help="clone the expert's noise-free actions or the executed (noisy) ones",
     )
     parser.add_argument("--tasks", nargs="+", default=None, help="train on these tasks' episodes only")
+    parser.add_argument("--dagger_rounds", type=int, default=defaults.dagger_rounds, help="DAgger rounds after cloning")
+    parser.add_argument(
+        "--dagger_episodes", type=int, default=defaults.dagger_episodes, help="policy episodes per task per round"
+    )
+    parser.add_argument(
+        "--dagger_steps", type=int, default=defaults.dagger_steps, help="cloning steps after each DAgger round"
+    )
+    parser.add_argument(
+        "--dagger_beta", type=float, default=defaults.dagger_beta, help="expert share of round 1 (halved per round)"
+    )
+    parser.add_argument(
+        "--dagger_max_steps", type=int, default=defaults.dagger_max_steps, help="longest DAgger rollout episode"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval_episodes", type=int, default=defaults.eval_episodes, help="held-out seeds per task")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -62,7 +62,20 @@ def test_demos_record_the_named_block_and_auxiliary_targets_point_at_it(demos):
 def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny_qwen, tmp_path):
     out = str(tmp_path / "policy")
     summary = train_sft(
-        SFTConfig(data=[demos], vla_path=tiny_qwen, out=out, steps=6, batch_size=8, warmup_steps=2, eval_episodes=2),
+        SFTConfig(
+            data=[demos],
+            vla_path=tiny_qwen,
+            out=out,
+            steps=6,
+            batch_size=8,
+            warmup_steps=2,
+            eval_episodes=2,
+            aux_weight=1.0,
+            dagger_rounds=1,
+            dagger_episodes=2,
+            dagger_steps=2,
+            dagger_max_steps=3,
+        ),
         progress=False,
     )
     assert summary["samples"] > 0 and np.isfinite(summary["final_loss"])
@@ -74,6 +87,10 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
         assert json.load(f)["tasks"] == ["VLARL/Reach-v0"]
     history = json.load(open(os.path.join(out, "sft_summary.json")))["history"]
     assert history[0]["step"] == 0 and np.isfinite(history[0]["aux_loss"])  # the demos record named positions
+    # One DAgger round: 2 policy episodes cut at 3 steps (reach takes longer) add 6 labelled states.
+    dagger = json.load(open(os.path.join(out, "sft_summary.json")))["dagger"]
+    recorded = len(Demonstrations.load([demos]).actions)
+    assert len(dagger) == 1 and dagger[0]["samples"] == summary["samples"] == recorded + 6
     frames = np.zeros((2, 56, 56, 3), np.uint8)
     with pytest.raises(ValueError, match="proprioceptive state"):
         policy.act(frames, ["touch the red block"] * 2)
