@@ -227,7 +227,7 @@ class TrainConfig:
         if self.scale.backends.fsdp and self.run.resume:
             raise ValueError(
                 "--resume True with FSDP is not supported (the optimizer state is sharded); start a new run with "
-                "--vla_path RUN/checkpoints/latest-iteration/policy instead."
+                "--vla_path RUN_DIR/checkpoints/iter_NNNNNN/policy instead."
             )
         if self.scale.num_env_workers > self.env.num_envs:
             raise ValueError(f"--num_env_workers ({self.scale.num_env_workers}) must be <= --num_envs.")
