@@ -7,6 +7,10 @@ to the end of the rollout by default), GAE, ``num_epochs`` of clipped PPO over
 The run ends after ``total_episodes`` finished episodes (or ``max_iterations``) with a final
 checkpoint and an evaluation on held-out seeds with annotated videos.
 
+Under ``torchrun`` with FSDP every rank runs this same loop on its own envs; the ranks meet in
+the update, in the reductions of counts and metrics (:mod:`vla_rl.distributed.ranks`) and in
+checkpoint saves; rank 0 alone logs, writes files and evaluates.
+
 Run directory ``run_root_dir/exp_name``: ``config.json``, ``metrics.jsonl``, ``tensorboard/``,
 ``learning_curve.png``, ``videos/`` (training episodes), ``checkpoints/iter_NNNNNN/`` (+ a
 ``latest`` pointer), ``eval/`` (summary JSON and videos of the final policy).
