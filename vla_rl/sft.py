@@ -229,8 +229,8 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     done_steps = 0
 
-    def clone(data: Demonstrations, steps: int, desc: str) -> None:
-        """``steps`` optimiser steps of behaviour cloning on ``data``."""
+    def clone(data: Demonstrations, steps: int, desc: str) -> float:
+        """``steps`` optimiser steps of behaviour cloning on ``data``; the final smoothed loss."""
         nonlocal done_steps
         tokens = torch.from_numpy(policy.action_tokenizer.encode(data.actions))
         aux = data.auxiliary_targets() if config.aux_weight > 0 else None
@@ -275,10 +275,9 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                 bar.set_postfix(**postfix)
             done_steps += 1
         bar.close()
-        summary_state["final_loss"] = ema
+        return ema
 
-    summary_state: dict = {}
-    clone(demos, config.steps, "behaviour cloning")
+    ema = clone(demos, config.steps, "behaviour cloning")
     if config.dagger_rounds:
         from vla_rl.dagger import collect
 
@@ -296,15 +295,20 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                 max_steps=config.dagger_max_steps,
             )
             demos = demos.extended(samples)
-            rounds.append({"round": round_index + 1, "beta": beta, "rollout_success": samples["success_rate"]})
-            rounds[-1]["samples"] = len(demos.actions)
+            rounds.append(
+                {
+                    "round": round_index + 1,
+                    "beta": beta,
+                    "rollout_success": samples["success_rate"],
+                    "samples": len(demos.actions),
+                }
+            )
             print(
                 f"DAgger round {round_index + 1}: {len(samples['actions'])} states labelled (beta {beta:.2f}, "
                 f"rollout success {samples['success_rate']:.2f}); {len(demos.actions)} samples in all",
                 flush=True,
             )
-            clone(demos, config.dagger_steps, f"DAgger round {round_index + 1}")
-    ema = summary_state["final_loss"]
+            ema = clone(demos, config.dagger_steps, f"DAgger round {round_index + 1}")
     train_seconds = time.perf_counter() - start
     model.eval()
     with atomic_directory(config.out, config.overwrite) as tmp:
