@@ -89,16 +89,15 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
     folder = os.path.join(run_dir, CHECKPOINTS)
     sharded = ranks is not None and ranks.world > 1
     if sharded:
-        from vla_rl.distributed.fsdp import full_state_dicts
+        from vla_rl.distributed.fsdp import save_full_policy
 
-        model_state, head_state = full_state_dicts(policy)
         if not ranks.is_main:
-            ranks.barrier()
+            save_full_policy(policy, None)  # the gather is collective; rank 0 writes
             return os.path.join(folder, name)
     with atomic_directory(os.path.join(folder, name), overwrite=True) as tmp:
         os.makedirs(os.path.join(tmp, "policy"))
         if sharded:
-            save_policy(policy, os.path.join(tmp, "policy"), state_dict=model_state, value_state=head_state)
+            save_full_policy(policy, os.path.join(tmp, "policy"))
             trainer_state = {**state, "optimizer": None, "fsdp_world_size": ranks.world}
         else:
             save_policy(policy, os.path.join(tmp, "policy"), model=exported_model(policy, lora))
@@ -113,8 +112,6 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
     kept = sorted(d for d in os.listdir(folder) if d.startswith("iter_") and "." not in d)
     for old in kept[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
-    if sharded:
-        ranks.barrier()
     return os.path.join(folder, name)
 
 

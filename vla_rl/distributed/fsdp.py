@@ -70,9 +70,10 @@ def full_state_dicts(policy) -> tuple[dict, dict]:
     return model, head
 
 
-def save_full_policy(policy, directory: str, image_size: int | None = None) -> None:
+def save_full_policy(policy, directory: str | None, image_size: int | None = None) -> None:
     """Gather the sharded policy and write it from rank 0 into ``directory`` in the format of
-    :func:`vla_rl.policy.checkpoint.save_policy` (collective: every rank calls)."""
+    :func:`vla_rl.policy.checkpoint.save_policy` (collective: every rank calls; only rank 0's
+    ``directory`` is used)."""
     from vla_rl.policy.checkpoint import save_policy
 
     model_state, head_state = full_state_dicts(policy)

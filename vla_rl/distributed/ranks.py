@@ -51,14 +51,6 @@ class Ranks:
         dist.all_gather_object(out, obj)
         return out
 
-    def broadcast(self, obj):
-        """Rank 0's ``obj`` on every rank."""
-        if self.world == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
