@@ -235,6 +235,14 @@ class ManipulationEnv(gym.Env):
             return None
         return self._render_frame().copy()
 
+    def segmentation(self) -> np.ndarray:
+        """``(H, W) int32``: the geom id seen at each pixel of the observation camera, -1 where
+        no geom is (privileged; for labelling what is where in the frame)."""
+        import mujoco
+
+        ids = self._renderer.render(self.data, segmentation=True)
+        return np.where(ids[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), ids[..., 0], -1).astype(np.int32)
+
     def close(self):
         self._renderer.close()
         super().close()

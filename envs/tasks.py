@@ -37,6 +37,12 @@ class _BlockTask(ManipulationEnv):
     def _destination(self) -> np.ndarray:
         return self.target_block_pos
 
+    def coloured_objects(self) -> list[tuple[str, list[int], np.ndarray]]:
+        """Every object an instruction can name: ``(colour, geom ids, world position (3,))``.
+        Privileged; the vision pretraining (:mod:`vla_rl.vision_pretrain`) learns from it."""
+        pairs = zip(self.blocks.colours, self.blocks.geoms, strict=True)
+        return [(colour, [geom], self.blocks.pos(i)) for i, (colour, geom) in enumerate(pairs)]
+
     def grasped(self, block: int) -> bool:
         """Both fingers touch the block."""
         left, right = self.touching(self.blocks.geoms[block])
@@ -129,6 +135,11 @@ class PushEnv(_BlockTask):
     def _destination(self) -> np.ndarray:
         return self.target_pad_pos
 
+    def coloured_objects(self):
+        triples = zip(self.pad_colours, self.pad_geoms, self.pad_mocap, strict=True)
+        pads = [(colour, [geom], self.data.mocap_pos[mocap].copy()) for colour, geom, mocap in triples]
+        return super().coloured_objects() + pads
+
     def push_direction(self) -> np.ndarray:
         """Unit (2,) vector from the block to the pad."""
         delta = self.target_pad_pos[:2] - self.target_block_pos[:2]
@@ -195,6 +206,13 @@ class PickPlaceEnv(_BlockTask):
         self.instruction = (
             f"put the {colours[self.target_block]} block in the {self.tray_colours[self.target_tray]} tray"
         )
+
+    def coloured_objects(self):
+        trays = [
+            (colour, list(geoms), self.data.mocap_pos[mocap].copy())
+            for colour, geoms, mocap in zip(self.tray_colours, self.tray_geoms, self.tray_mocap, strict=True)
+        ]
+        return super().coloured_objects() + trays
 
     def place_goal(self) -> np.ndarray:
         """Block centre when resting in the middle of the named tray."""

@@ -48,6 +48,7 @@ class SFTConfig:
     warmup_steps: int = 100
     label_sigma: float = 1.5
     aux_weight: float = 0.0
+    vision_lr_scale: float = 1.0
     dagger_rounds: int = 0
     dagger_episodes: int = 100
     dagger_steps: int = 1000
@@ -78,6 +79,8 @@ class SFTConfig:
             raise ValueError(f"--label_sigma must be >= 0, got {self.label_sigma}.")
         if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
             raise ValueError(f"--aux_weight must be a finite number >= 0, got {self.aux_weight}.")
+        if not (self.vision_lr_scale >= 0 and math.isfinite(self.vision_lr_scale)):
+            raise ValueError(f"--vision_lr_scale must be a finite number >= 0, got {self.vision_lr_scale}.")
         if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 1:
             raise ValueError(
                 "--dagger_rounds must be >= 0 and --dagger_episodes, --dagger_steps, --dagger_max_steps >= 1."
@@ -214,8 +217,16 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     if config.aux_weight > 0 and demos.named_positions is None:
         print("note: the demonstrations record no named_positions; cloning without the auxiliary loss.")
     model.train()
-    parameters = list(model.parameters()) + list(aux_head.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    visual = model.model.visual
+    if config.vision_lr_scale == 0:
+        visual.requires_grad_(False)
+    vision_ids = {id(p) for p in visual.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in vision_ids] + list(aux_head.parameters())
+    groups = [{"params": rest, "lr": config.learning_rate}]
+    if config.vision_lr_scale > 0:
+        groups.append({"params": list(visual.parameters()), "lr": config.learning_rate * config.vision_lr_scale})
+    parameters = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     total_steps = config.steps + config.dagger_rounds * config.dagger_steps
 
     def schedule(step):
@@ -369,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=defaults.aux_weight,
         help="weight of the auxiliary named-object position loss (0: off; needs demos with named_positions)",
+    )
+    parser.add_argument(
+        "--vision_lr_scale",
+        type=float,
+        default=defaults.vision_lr_scale,
+        help="learning rate of the vision tower relative to the rest (0 freezes it, e.g. after vla_rl.vision_pretrain)",
     )
     parser.add_argument("--use_state", type=str2bool, default=defaults.use_state, help="read the proprio state")
     parser.add_argument(
