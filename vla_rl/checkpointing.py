@@ -79,9 +79,10 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
     under a temporary name and renamed; then the ``latest`` pointer is replaced atomically.
     A crash at any point leaves the previous checkpoint and pointer intact.
 
-    With several FSDP ``ranks`` (collective: every rank calls) the policy is gathered into full
-    tensors and rank 0 writes it in the single-process format; the sharded optimizer state is
-    not saved (such runs do not resume; the policy starts a new run)."""
+    With several FSDP ``ranks`` (collective: every rank calls) the policy and the optimizer state
+    are gathered into full tensors and rank 0 writes them: the policy in the single-process
+    format, the optimizer state keyed by parameter name (``optimizer_full``), with every rank's
+    RNG state; :func:`restore_trainer_state` loads it back into a run of the same world size."""
     from vla_rl.atomic import atomic_directory
     from vla_rl.policy.checkpoint import save_policy
 
@@ -89,8 +90,13 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
     folder = os.path.join(run_dir, CHECKPOINTS)
     sharded = ranks is not None and ranks.world > 1
     if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
         from vla_rl.distributed.fsdp import save_full_policy
 
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        optimizer_full = get_optimizer_state_dict(policy, optimizer, options=full)  # rank 0 holds it
+        rngs = ranks.gather(rng_state())
         if not ranks.is_main:
             save_full_policy(policy, None)  # the gather is collective; rank 0 writes
             return os.path.join(folder, name)
@@ -98,7 +104,8 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
         os.makedirs(os.path.join(tmp, "policy"))
         if sharded:
             save_full_policy(policy, os.path.join(tmp, "policy"))
-            trainer_state = {**state, "optimizer": None, "fsdp_world_size": ranks.world}
+            trainer_state = {**state, "optimizer": None, "optimizer_full": optimizer_full, "rng_per_rank": rngs}
+            trainer_state["fsdp_world_size"] = ranks.world
         else:
             save_policy(policy, os.path.join(tmp, "policy"), model=exported_model(policy, lora))
             trainer_state = {**state, "optimizer": optimizer.state_dict()}
@@ -113,6 +120,27 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
     for old in kept[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(os.path.join(folder, old), ignore_errors=True)
     return os.path.join(folder, name)
+
+
+def restore_trainer_state(saved: dict, policy, optimizer, ranks) -> None:
+    """Load a checkpoint's optimizer and RNG state into this run (every rank calls). The run must
+    have as many ranks as the one that wrote it: each rank resumes its own envs' RNG stream."""
+    world = int(saved.get("fsdp_world_size", 1))
+    if world != ranks.world:
+        raise ValueError(
+            f"--resume: the checkpoint was written by {world} FSDP rank(s) and this run has {ranks.world}; "
+            f"resume with the same number of processes (torchrun --nproc_per_node {world})."
+        )
+    if world == 1:
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"])
+        return
+    if saved.get("optimizer_full") is None:
+        raise ValueError("--resume: this FSDP checkpoint holds no optimizer state; start a new run from its policy/.")
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(policy, optimizer, saved["optimizer_full"], options=StateDictOptions(full_state_dict=True))
+    set_rng_state(saved["rng_per_rank"][ranks.rank])
 
 
 def rng_state() -> dict:

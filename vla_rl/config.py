@@ -224,11 +224,6 @@ class TrainConfig:
             raise ValueError(
                 "--lora_rank with FSDP is not supported; train LoRA in one process (--lora_rank 0 for FSDP)."
             )
-        if self.scale.backends.fsdp and self.run.resume:
-            raise ValueError(
-                "--resume True with FSDP is not supported (the optimizer state is sharded); start a new run with "
-                "--vla_path RUN_DIR/checkpoints/iter_NNNNNN/policy instead."
-            )
         if self.scale.num_env_workers > self.env.num_envs:
             raise ValueError(f"--num_env_workers ({self.scale.num_env_workers}) must be <= --num_envs.")
         return self

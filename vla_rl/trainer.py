@@ -34,8 +34,8 @@ from vla_rl.checkpointing import (
     latest_checkpoint,
     load_run_policy,
     load_trainer_state,
+    restore_trainer_state,
     save_checkpoint,
-    set_rng_state,
 )
 from vla_rl.config import TrainConfig
 from vla_rl.distributed.fsdp import full_tensor, gathered, shard_policy
@@ -243,10 +243,9 @@ def train(config: TrainConfig) -> dict:
     state = {"iteration": 0, "global_step": 0, "episodes": 0}
     if resume_from is not None:
         saved = load_trainer_state(resume_from)
-        optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"])
+        restore_trainer_state(saved, policy, optimizer, ranks)
         state = {k: saved[k] for k in state}
-        print(f"resumed from {resume_from} at iteration {state['iteration']}, step {state['global_step']}", flush=True)
+        say(f"resumed from {resume_from} at iteration {state['iteration']}, step {state['global_step']}", flush=True)
     actor = policy
     if config.scale.backends.rollout == "vllm":
         from vla_rl.policy.vllm_rollout import VLLMRollout

@@ -131,13 +131,17 @@ def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
     flags += ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob", "--progress", "False"]
     flags += ["--run_root_dir", str(tmp_path), "--exp_name", "run", "--threads", "1", "--fsdp", "True"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
-    result = subprocess.run(
-        [*launcher, str(free_port()), "-m", "vla_rl.train", *flags],
-        capture_output=True,
-        text=True,
-        timeout=500,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+
+    def torchrun(*extra):
+        return subprocess.run(
+            [*launcher, str(free_port()), "-m", "vla_rl.train", *flags, *extra],
+            capture_output=True,
+            text=True,
+            timeout=500,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    result = torchrun()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "training: FSDP over 2 processes" in result.stdout
     assert result.stdout.count("final evaluation") == 1  # rank 0 alone logs and evaluates
@@ -155,3 +159,16 @@ def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
         not torch.equal(a, b)
         for a, b in zip(policy.model.state_dict().values(), start.model.state_dict().values(), strict=True)
     )
+    # The checkpoint holds the optimizer state gathered to full tensors, keyed by parameter name,
+    # and each rank's RNG state; a resumed torchrun run continues from it.
+    saved = torch.load(os.path.join(summary["final_checkpoint"], "trainer_state.pt"), weights_only=False)
+    assert saved["fsdp_world_size"] == 2 and len(saved["rng_per_rank"]) == 2
+    full_shapes = {f"model.{k}": v.shape for k, v in start.model.state_dict().items()}
+    moments = saved["optimizer_full"]["state"]
+    assert moments and all(m["exp_avg"].shape == full_shapes.get(k, m["exp_avg"].shape) for k, m in moments.items())
+    assert sum(k in full_shapes for k in moments) > 10 and "value_head.weight" in moments
+    resumed = torchrun("--resume", "True", "--max_iterations", "2")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert resumed.stdout.count("resumed from") == 1
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [row["progress/iteration"] for row in rows] == [1, 2] and rows[1]["progress/episodes"] == 8
