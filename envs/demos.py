@@ -16,6 +16,10 @@ On-disk format (version 1), one directory::
                                              (equal to ``actions`` without --action-noise)
         named_positions float32 (T+1, 2, 3)  world positions of the named block and of where
                                              it goes (privileged; auxiliary training targets)
+        alternative_instructions str (A,)    (tasks whose expert gives counterfactual labels,
+        alternative_actions float32 (T, A, 7) reach) the instructions naming the other objects
+                                             and the expert's noise-free action at observation
+                                             t had the instruction been that one
         rewards      float32 (T,)            environment (sparse) rewards
         success      bool    (T+1,)          info["success"] after reset / after each step
         progress     float32 (T+1,)          info["progress"] likewise
@@ -62,6 +66,8 @@ class Episode:
     seed: int
     expert_actions: np.ndarray | None = None
     named_positions: np.ndarray | None = None
+    alternative_instructions: np.ndarray | None = None
+    alternative_actions: np.ndarray | None = None
 
     def save(self, path: str) -> None:
         """Write compressed, via a temporary file and an atomic rename."""
@@ -80,6 +86,14 @@ class Episode:
             seed=np.int64(self.seed),
             **({} if self.expert_actions is None else {"expert_actions": self.expert_actions}),
             **({} if self.named_positions is None else {"named_positions": self.named_positions}),
+            **(
+                {}
+                if self.alternative_actions is None
+                else {
+                    "alternative_instructions": self.alternative_instructions,
+                    "alternative_actions": self.alternative_actions,
+                }
+            ),
         )
         os.replace(tmp, path)
 
@@ -100,6 +114,8 @@ class Episode:
             seed=int(fields["seed"]),
             expert_actions=fields.get("expert_actions"),
             named_positions=fields.get("named_positions"),
+            alternative_instructions=fields.get("alternative_instructions"),
+            alternative_actions=fields.get("alternative_actions"),
         )
 
 
@@ -112,9 +128,11 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
     named = getattr(env.unwrapped, "named_positions", None)
     positions = [named()] if named else []
     terminated = truncated = False
+    alternatives = []
     while not (terminated or truncated):
         action = expert.act()
         clean.append(expert.last_plan)
+        alternatives.append(expert.alternatives())
         obs, reward, terminated, truncated, info = env.step(action)
         actions.append(action)
         rewards.append(reward)
@@ -137,6 +155,10 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         seed=seed,
         expert_actions=np.stack(clean).astype(np.float32),
         named_positions=np.stack(positions).astype(np.float32) if named else None,
+        alternative_instructions=np.array([text for text, _ in alternatives[0]]) if alternatives[0] else None,
+        alternative_actions=np.array([[a for _, a in step] for step in alternatives], np.float32)
+        if alternatives[0]
+        else None,
     )
 
 

@@ -58,6 +58,11 @@ class Expert:
     def _plan(self) -> np.ndarray:
         raise NotImplementedError
 
+    def alternatives(self) -> list[tuple[str, np.ndarray]]:
+        """Counterfactual labels for the current state: ``(instruction, action)`` for other
+        instructions of the same scene. None for this task (see :class:`ReachExpert`)."""
+        return []
+
     def _goto_phase(self, phase: int) -> None:
         self.phase, self.timer = phase, 0
 
@@ -79,12 +84,31 @@ class ReachExpert(Expert):
 
     def _plan(self):
         env: ReachEnv = self.env
-        goal = env.goal()
-        yaw = grasp_yaw(env.blocks.quat(env.target_block))
-        above = np.array([goal[0], goal[1], max(goal[2], env.tcp_target[2])])
-        if self.phase == 0 and self._near(above, 0.01, slice(0, 2)):
+        if self.phase == 0 and self._near(self._above(env.target_block), 0.01, slice(0, 2)):
             self._goto_phase(1)
-        return self._action(above if self.phase == 0 else goal, yaw, OPEN)
+        return self._plan_for(env.target_block, descend=self.phase == 1)
+
+    def _above(self, block: int) -> np.ndarray:
+        goal = self.env.goal(block)
+        return np.array([goal[0], goal[1], max(goal[2], self.env.tcp_target[2])])
+
+    def _plan_for(self, block: int, descend: bool) -> np.ndarray:
+        env: ReachEnv = self.env
+        yaw = grasp_yaw(env.blocks.quat(block))
+        return self._action(env.goal(block) if descend else self._above(block), yaw, OPEN)
+
+    def alternatives(self) -> list[tuple[str, np.ndarray]]:
+        """For every block the instruction does not name: the instruction that would name it
+        and the noise-free action this expert would take towards it from the current state
+        (counterfactual labels: the same frame, another instruction, another action)."""
+        env: ReachEnv = self.env
+        out = []
+        for block in range(len(env.blocks)):
+            if block != env.target_block:
+                descend = self._near(self._above(block), 0.01, slice(0, 2))
+                action = np.clip(self._plan_for(block, descend), -1.0, 1.0).astype(np.float32)
+                out.append((env.instruction_for(block), action))
+        return out
 
 
 class PushExpert(Expert):

@@ -81,11 +81,17 @@ class ReachEnv(_BlockTask):
         colours = sample_colours(rng, self.num_blocks)
         self.blocks.place(rng, sample_points(rng, self.num_blocks, 0.09), colours)
         self.target_block = int(rng.integers(self.num_blocks))
-        self.instruction = f"touch the {colours[self.target_block]} block"
+        self.instruction = self.instruction_for(self.target_block)
 
-    def goal(self) -> np.ndarray:
-        """TCP position that counts as touching: 1 cm above the block's top face."""
-        return self.target_block_pos + np.array([0.0, 0.0, BLOCK_HALF + 0.01])
+    def instruction_for(self, block: int) -> str:
+        """The instruction that names ``block`` in this scene."""
+        return f"touch the {self.blocks.colours[block]} block"
+
+    def goal(self, block: int | None = None) -> np.ndarray:
+        """TCP position that counts as touching (the named block, or ``block``): 1 cm above
+        the block's top face."""
+        pos = self.target_block_pos if block is None else self.blocks.pos(block)
+        return pos + np.array([0.0, 0.0, BLOCK_HALF + 0.01])
 
     def _on_reset(self):
         self._start = float(np.linalg.norm(self.tcp_pos - self.goal()))

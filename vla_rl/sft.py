@@ -48,6 +48,7 @@ class SFTConfig:
     warmup_steps: int = 100
     label_sigma: float = 1.5
     aux_weight: float = 0.0
+    relabel: bool = False
     vision_lr_scale: float = 1.0
     dagger_rounds: int = 0
     dagger_episodes: int = 100
@@ -131,10 +132,15 @@ class Demonstrations:
         return np.clip(flat, -4.0, 4.0).astype(np.float32)
 
     @classmethod
-    def load(cls, directories: list[str], labels: str = "expert", tasks: list[str] | None = None) -> Demonstrations:
+    def load(
+        cls, directories: list[str], labels: str = "expert", tasks: list[str] | None = None, relabel: bool = False
+    ) -> Demonstrations:
         """``labels="expert"``: the expert's noise-free actions where recorded (DART-style: the
         states come from noisy execution, the labels say how to recover); ``"executed"``: the
-        actions taken. ``tasks`` (short names) keeps only those tasks' episodes."""
+        actions taken. ``tasks`` (short names) keeps only those tasks' episodes. ``relabel``
+        adds the recorded counterfactual samples (the same frame with an instruction naming
+        another object, labelled with the expert's action for it), which make the instruction
+        matter; episodes without them contribute their own samples only."""
         import envs
         from envs.demos import iter_episodes, read_meta
 
@@ -155,6 +161,13 @@ class Demonstrations:
                 actions.append(episode.actions if clean is None else clean)
                 instructions.extend([str(episode.instruction)] * steps)
                 named.append(None if episode.named_positions is None else episode.named_positions[:steps])
+                if relabel and episode.alternative_actions is not None:
+                    for k, text in enumerate(episode.alternative_instructions):
+                        images.append(episode.images[:steps])
+                        states.append(episode.states[:steps])
+                        actions.append(episode.alternative_actions[:steps, k])
+                        instructions.extend([str(text)] * steps)
+                        named.append(None)  # the auxiliary targets name the recorded instruction's objects
         if not found:
             raise ValueError(f"--data {directories} holds no episodes of --tasks {tasks}.")
         if len(sizes) != 1:
@@ -199,7 +212,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    demos = Demonstrations.load(config.data, config.labels, config.tasks)
+    demos = Demonstrations.load(config.data, config.labels, config.tasks, config.relabel)
     model = load_model(config.vla_path, "--vla_path", device="auto", dtype="float32")
     vocab = model.config.get_text_config().vocab_size
     stats = ActionStats.from_actions(demos.actions)
@@ -380,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=defaults.aux_weight,
         help="weight of the auxiliary named-object position loss (0: off; needs demos with named_positions)",
+    )
+    parser.add_argument(
+        "--relabel",
+        type=str2bool,
+        default=defaults.relabel,
+        help="add the demos' counterfactual samples (same frame, another object named, the expert's action for it)",
     )
     parser.add_argument(
         "--vision_lr_scale",

@@ -76,3 +76,28 @@ def test_noisy_expert_is_seeded_and_noise_is_validated(make_env):
     np.testing.assert_array_equal(a.act(), b.act())
     with pytest.raises(ValueError, match="action_noise"):
         make_expert(env, action_noise=-1.0)
+
+
+def test_reach_alternatives_are_the_expert_for_another_named_block(make_env):
+    env = make_env("reach", render_obs=False)
+    base = env.unwrapped
+    expert = make_expert(env)
+    for seed in range(5):
+        env.reset(seed=seed)
+        expert.reset()
+        alternatives = expert.alternatives()
+        named = [base.instruction_for(i) for i in range(len(base.blocks)) if i != base.target_block]
+        assert [text for text, _ in alternatives] == named and base.instruction not in named
+        # Following a counterfactual label step by step touches the block it names.
+        text, _ = alternatives[seed % 2]
+        block = [base.instruction_for(i) for i in range(len(base.blocks))].index(text)
+        success = False
+        for _ in range(60):
+            action = dict(expert.alternatives())[text]
+            expert.act()  # keeps the recorded expert's own phase moving, as in recording
+            _, _, _, _, info = env.step(action)
+            if np.linalg.norm(base.tcp_pos - base.goal(block)) < base.tolerance:
+                success = True
+                break
+        assert success, f"seed {seed}: the labels for {text!r} did not reach that block"
+    assert make_expert(make_env("push", render_obs=False)).alternatives() == []

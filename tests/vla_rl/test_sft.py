@@ -131,3 +131,20 @@ def test_position_frame_carries_patch_coordinates():
     assert position_image(56, 56).shape == (1, 3, 56, 56)
     with pytest.raises(ValueError, match="multiples of 14"):
         with_position(np.zeros((1, 50, 50, 3), np.uint8))
+
+
+def test_relabelled_samples_pair_each_frame_with_every_block_instruction(tmp_path):
+    from envs.demos import iter_episodes
+
+    out = str(tmp_path / "demos")
+    record(["reach"], episodes=2, out=out, image_size=56, action_noise=0.1, progress_bar=False)
+    plain, relabelled = Demonstrations.load([out]), Demonstrations.load([out], relabel=True)
+    assert len(relabelled.actions) == 3 * len(plain.actions)  # three blocks: two counterfactual copies
+    _, episode = next(iter_episodes(out))
+    steps = len(episode.actions)
+    for k, text in enumerate(episode.alternative_instructions):
+        rows = slice((k + 1) * steps, (k + 2) * steps)
+        np.testing.assert_array_equal(relabelled.images[rows], episode.images[:steps])
+        np.testing.assert_array_equal(relabelled.actions[rows], episode.alternative_actions[:, k])
+        assert set(relabelled.instructions[rows]) == {str(text)} != {episode.instruction}
+    assert relabelled.named_positions is None  # the auxiliary targets do not fit the other instructions
