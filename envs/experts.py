@@ -116,38 +116,79 @@ class PushExpert(Expert):
     and back off and re-align whenever the block drifts off the line."""
 
     def _plan(self):
+        action, phase = self._plan_in(self.phase)
+        if phase != self.phase:
+            self._goto_phase(phase)
+        return action
+
+    def _plan_in(self, phase: int) -> tuple[np.ndarray, int]:
+        """The action for the named block and pad in ``phase``, and the phase it leaves the expert in."""
         env: PushEnv = self.env
         direction = env.push_direction()
         yaw = float(np.arctan2(direction[1], direction[0]) + np.pi / 2)
         yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the two fingers are symmetric under pi
         pusher = env.pusher_point()
-        block = env.target_block_pos
         low = BLOCK_HALF
-        if self.phase == 0:  # above the pusher point
+        if phase == 0:  # above the pusher point
             goal = np.array([pusher[0], pusher[1], CRUISE_HEIGHT])
             if self._near(goal, 0.01, slice(0, 2)):
-                self._goto_phase(1)
-        if self.phase == 1:  # down behind the block
+                phase = 1
+        if phase == 1:  # down behind the block
             goal = np.array([pusher[0], pusher[1], low])
             if self._near(goal, 0.01, slice(2, 3)):
-                self._goto_phase(2)
-        if self.phase == 2:  # push
-            rel = env.tcp_pos[:2] - block[:2]
-            lateral = abs(rel[0] * direction[1] - rel[1] * direction[0])
-            behind = -float(rel @ direction)
-            if lateral > 0.03 or behind < 0.015:
-                self._goto_phase(3)
+                phase = 2
+        if phase == 2:  # push
+            if not self._on_push_line(direction):
+                phase = 3
             else:
                 # Pure pursuit of a point on the block-to-pad line just behind the block: the
                 # lateral part of the motion steers the block back onto the line.
                 ahead = pusher[:2] + direction * 0.035
                 goal = np.array([ahead[0], ahead[1], low])
-                return self._action(goal, yaw, CLOSED, speed=0.6)
-        if self.phase == 3:  # back off upwards, then re-approach
+                return self._action(goal, yaw, CLOSED, speed=0.6), phase
+        if phase == 3:  # back off upwards, then re-approach
             goal = np.array([env.tcp_pos[0], env.tcp_pos[1], CRUISE_HEIGHT])
             if self._near(goal, 0.01, slice(2, 3)):
-                self._goto_phase(0)
-        return self._action(goal, yaw, CLOSED)
+                phase = 0
+        return self._action(goal, yaw, CLOSED), phase
+
+    def _on_push_line(self, direction: np.ndarray) -> bool:
+        """The TCP is behind the named block on the block-to-pad line (within 3 cm of it)."""
+        rel = self.env.tcp_pos[:2] - self.env.target_block_pos[:2]
+        lateral = abs(rel[0] * direction[1] - rel[1] * direction[0])
+        return lateral <= 0.03 and -float(rel @ direction) >= 0.015
+
+    def alternatives(self) -> list[tuple[str, np.ndarray]]:
+        """For every other (block, pad) pair: its instruction and this expert's action for it
+        from the current state, the phase read from the geometry (pushing when low on that
+        pair's push line, descending when above its pusher point, backing off when low
+        elsewhere, else travelling above its pusher point)."""
+        env: PushEnv = self.env
+        named = env.target_block, env.target_pad
+        out = []
+        try:
+            for block in range(len(env.blocks)):
+                for pad in range(env.num_pads):
+                    if (block, pad) == named:
+                        continue
+                    env.target_block, env.target_pad = block, pad
+                    out.append((env.instruction_for(block, pad), self._counterfactual()))
+        finally:
+            env.target_block, env.target_pad = named
+        return out
+
+    def _counterfactual(self) -> np.ndarray:
+        env: PushEnv = self.env
+        height = env.tcp_pos[2]
+        if height < BLOCK_HALF + 0.015 and self._on_push_line(env.push_direction()):
+            phase = 2
+        elif self._near(env.pusher_point(), 0.01, slice(0, 2)) and height <= CRUISE_HEIGHT + 0.01:
+            phase = 1
+        elif height < CRUISE_HEIGHT - 0.01:
+            phase = 3
+        else:
+            phase = 0
+        return np.clip(self._plan_in(phase)[0], -1.0, 1.0).astype(np.float32)
 
 
 class PickAndPlaceExpert(Expert):

@@ -130,9 +130,11 @@ class PushEnv(_BlockTask):
             self.data.mocap_pos[self.pad_mocap[i]] = (point[0], point[1], 0.0)
             self.model.geom_rgba[self.pad_geoms[i]] = PALETTE[colours[self.num_blocks + i]]
         self.pad_colours = colours[self.num_blocks :]
-        self.instruction = (
-            f"push the {colours[self.target_block]} block onto the {self.pad_colours[self.target_pad]} target"
-        )
+        self.instruction = self.instruction_for(self.target_block, self.target_pad)
+
+    def instruction_for(self, block: int, pad: int) -> str:
+        """The instruction that names ``block`` and ``pad`` in this scene."""
+        return f"push the {self.blocks.colours[block]} block onto the {self.pad_colours[pad]} target"
 
     @property
     def target_pad_pos(self) -> np.ndarray:

@@ -100,4 +100,27 @@ def test_reach_alternatives_are_the_expert_for_another_named_block(make_env):
                 success = True
                 break
         assert success, f"seed {seed}: the labels for {text!r} did not reach that block"
-    assert make_expert(make_env("push", render_obs=False)).alternatives() == []
+    assert make_expert(make_env("stack", render_obs=False)).alternatives() == []
+
+
+def test_push_alternatives_push_the_other_block_onto_the_other_pad(make_env):
+    env = make_env("push", render_obs=False)
+    base = env.unwrapped
+    expert = make_expert(env)
+    for seed in range(6):
+        env.reset(seed=seed)
+        expert.reset()
+        pairs = {base.instruction_for(b, p): (b, p) for b in range(3) for p in range(3)}
+        alternatives = expert.alternatives()
+        assert len(alternatives) == 8 and base.instruction not in dict(alternatives)
+        text = alternatives[(3 * seed + 1) % 8][0]
+        block, pad = pairs[text]
+        distance = np.inf
+        for _ in range(150):
+            action = dict(expert.alternatives())[text]
+            expert.act()
+            env.step(action)
+            distance = np.linalg.norm(base.blocks.pos(block)[:2] - base.data.mocap_pos[base.pad_mocap[pad]][:2])
+            if distance < base.tolerance:
+                break
+        assert distance < base.tolerance, f"seed {seed}: the labels for {text!r} left the block {distance:.3f} m away"
