@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 TRUE = {"true", "1", "yes", "y", "on"}
 FALSE = {"false", "0", "no", "n", "off"}
@@ -18,3 +19,15 @@ def str2bool(value) -> bool:
     if text in FALSE:
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def require_positive(value: float, flag: str) -> None:
+    """Raise naming ``flag`` unless ``value`` is a finite number > 0."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} must be a positive number, got {value}.")
+
+
+def require_at_least(value, low, flag: str) -> None:
+    """Raise naming ``flag`` unless ``value`` is a finite number >= ``low``."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+        raise ValueError(f"{flag} must be >= {low}, got {value}.")

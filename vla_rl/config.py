@@ -9,12 +9,11 @@ defaults. Booleans are written as values (``--process_reward_model True``).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from dataclasses import dataclass, field, fields
 
 from reward.base import BUILTIN_PRMS
-from vla_rl.cli import str2bool
+from vla_rl.cli import require_at_least, require_positive, str2bool
 
 ASSETS_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "models")
 DEFAULT_VLA = os.path.join(ASSETS_MODELS, "vla-small")
@@ -49,9 +48,9 @@ class PolicyConfig:
         from vla_rl.qwen.loading import pick_device, read_checkpoint_config
 
         read_checkpoint_config(self.vla_path, "--vla_path")
-        _positive(self.temperature, "--temperature")
-        _at_least(self.local_rollout_forward_batch_size, 1, "--local_rollout_forward_batch_size")
-        _at_least(self.lora_rank, 0, "--lora_rank")
+        require_positive(self.temperature, "--temperature")
+        require_at_least(self.local_rollout_forward_batch_size, 1, "--local_rollout_forward_batch_size")
+        require_at_least(self.lora_rank, 0, "--lora_rank")
         pick_device(self.device)
 
 
@@ -77,8 +76,8 @@ class EnvConfig:
                 envs.task_id(task)
             except ValueError as error:
                 raise ValueError(f"--task_ids: {error}") from None
-        _at_least(self.num_envs, len(self.tasks), "--num_envs (one env per task at least)")
-        _at_least(self.max_env_length, 0, "--max_env_length")
+        require_at_least(self.num_envs, len(self.tasks), "--num_envs (one env per task at least)")
+        require_at_least(self.max_env_length, 0, "--max_env_length")
         if self.image_size and not 16 <= self.image_size <= 256:
             raise ValueError(f"--image_size must be 0 or in 16..256, got {self.image_size}.")
 
@@ -137,20 +136,20 @@ class PPOConfig:
     target_kl: float = field(default=0.0, metadata={"help": "stop an iteration's epochs above this KL (0: off)"})
 
     def validate(self) -> None:
-        _at_least(self.num_steps, 1, "--num_steps")
-        _at_least(self.total_episodes, 1, "--total_episodes")
-        _at_least(self.max_iterations, 0, "--max_iterations")
-        _at_least(self.num_epochs, 1, "--num_epochs")
-        _at_least(self.num_minibatches, 1, "--num_minibatches")
-        _positive(self.learning_rate, "--learning_rate")
-        _positive(self.value_learning_rate, "--value_learning_rate")
+        require_at_least(self.num_steps, 1, "--num_steps")
+        require_at_least(self.total_episodes, 1, "--total_episodes")
+        require_at_least(self.max_iterations, 0, "--max_iterations")
+        require_at_least(self.num_epochs, 1, "--num_epochs")
+        require_at_least(self.num_minibatches, 1, "--num_minibatches")
+        require_positive(self.learning_rate, "--learning_rate")
+        require_positive(self.value_learning_rate, "--value_learning_rate")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}.")
-        _positive(self.clip_coef, "--clip_coef")
+        require_positive(self.clip_coef, "--clip_coef")
         for name in ("value_clip", "value_coef", "entropy_coef", "kl_coef", "target_kl"):
-            _at_least(getattr(self, name), 0.0, f"--{name}")
-        _positive(self.max_grad_norm, "--max_grad_norm")
+            require_at_least(getattr(self, name), 0.0, f"--{name}")
+        require_positive(self.max_grad_norm, "--max_grad_norm")
 
 
 @dataclass
@@ -168,9 +167,9 @@ class ScaleConfig:
     def validate(self) -> None:
         from vla_rl.distributed.backends import resolve_backends
 
-        _at_least(self.num_env_workers, 0, "--num_env_workers")
-        _at_least(self.prm_server_batch_size, 1, "--prm_server_batch_size")
-        _at_least(self.prm_server_wait_ms, 0.0, "--prm_server_wait_ms")
+        require_at_least(self.num_env_workers, 0, "--num_env_workers")
+        require_at_least(self.prm_server_batch_size, 1, "--prm_server_batch_size")
+        require_at_least(self.prm_server_wait_ms, 0.0, "--prm_server_wait_ms")
         if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
             share = self.vllm_gpu_memory_utilization
             raise ValueError(f"--vllm_gpu_memory_utilization must be in (0, 1], got {share}.")
@@ -198,12 +197,12 @@ class RunConfig:
     progress: bool = field(default=True, metadata={"help": "show progress bars (True/False)"})
 
     def validate(self) -> None:
-        _at_least(self.save_freq, 1, "--save_freq")
-        _at_least(self.video_every, 1, "--video_every")
-        _at_least(self.max_videos, 0, "--max_videos")
-        _at_least(self.eval_episodes, 0, "--eval_episodes")
-        _at_least(self.eval_videos, 0, "--eval_videos")
-        _at_least(self.threads, 0, "--threads")
+        require_at_least(self.save_freq, 1, "--save_freq")
+        require_at_least(self.video_every, 1, "--video_every")
+        require_at_least(self.max_videos, 0, "--max_videos")
+        require_at_least(self.eval_episodes, 0, "--eval_episodes")
+        require_at_least(self.eval_videos, 0, "--eval_videos")
+        require_at_least(self.threads, 0, "--threads")
         if self.exp_name and (os.sep in self.exp_name or self.exp_name in (".", "..")):
             raise ValueError(f"--exp_name must be a plain name, got {self.exp_name!r}.")
 
@@ -297,13 +296,3 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         return config.validate()
     except (ValueError, FileNotFoundError, TypeError) as error:
         parser.error(str(error))
-
-
-def _positive(value: float, flag: str) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{flag} must be a positive number, got {value}.")
-
-
-def _at_least(value, low, flag: str) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
-        raise ValueError(f"{flag} must be >= {low}, got {value}.")

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from vla_rl.cli import str2bool
+from vla_rl.cli import require_at_least, require_positive, str2bool
 
 
 @dataclass
@@ -72,16 +72,13 @@ class SFTConfig:
                 )
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"--steps and --batch_size must be >= 1, got {self.steps} and {self.batch_size}.")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}.")
+        require_positive(self.learning_rate, "--learning_rate")
         if self.labels not in ("expert", "executed"):
             raise ValueError(f"--labels must be 'expert' or 'executed', got {self.labels!r}.")
         if self.label_sigma < 0:
             raise ValueError(f"--label_sigma must be >= 0, got {self.label_sigma}.")
-        if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
-            raise ValueError(f"--aux_weight must be a finite number >= 0, got {self.aux_weight}.")
-        if not (self.vision_lr_scale >= 0 and math.isfinite(self.vision_lr_scale)):
-            raise ValueError(f"--vision_lr_scale must be a finite number >= 0, got {self.vision_lr_scale}.")
+        require_at_least(self.aux_weight, 0, "--aux_weight")
+        require_at_least(self.vision_lr_scale, 0, "--vision_lr_scale")
         if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 1:
             raise ValueError(
                 "--dagger_rounds must be >= 0 and --dagger_episodes, --dagger_steps, --dagger_max_steps >= 1."

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from envs.scene import COLOUR_NAMES
+from vla_rl.cli import require_at_least, require_positive
 
 OBJECTS = (*COLOUR_NAMES, "gripper")  # what each token reports on, in this order
 GRIPPER_BODIES = ("hand", "finger_left", "finger_right")
@@ -69,10 +70,8 @@ class VisionPretrainConfig:
         for flag in ("episodes", "heldout_episodes", "max_steps", "steps", "batch_size"):
             if getattr(self, flag) < 1:
                 raise ValueError(f"--{flag} must be >= 1, got {getattr(self, flag)}.")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}.")
-        if not (self.action_noise >= 0 and math.isfinite(self.action_noise)):
-            raise ValueError(f"--action_noise must be a finite number >= 0, got {self.action_noise}.")
+        require_positive(self.learning_rate, "--learning_rate")
+        require_at_least(self.action_noise, 0, "--action_noise")
         if os.path.exists(self.out) and not self.overwrite:
             raise FileExistsError(f"--out {self.out} already exists; pass --overwrite to replace it.")
 
