@@ -155,10 +155,14 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         seed=seed,
         expert_actions=np.stack(clean).astype(np.float32),
         named_positions=np.stack(positions).astype(np.float32) if named else None,
-        alternative_instructions=np.array([text for text, _ in alternatives[0]]) if alternatives[0] else None,
-        alternative_actions=np.array([[a for _, a in step] for step in alternatives], np.float32)
-        if alternatives[0]
-        else None,
+        **(
+            {
+                "alternative_instructions": np.array([text for text, _ in alternatives[0]]),
+                "alternative_actions": np.array([[a for _, a in step] for step in alternatives], np.float32),
+            }
+            if alternatives[0]
+            else {}
+        ),
     )
 
 
