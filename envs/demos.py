@@ -16,6 +16,9 @@ On-disk format (version 1), one directory::
                                              (equal to ``actions`` without --action-noise)
         named_positions float32 (T+1, 2, 3)  world positions of the named block and of where
                                              it goes (privileged; auxiliary training targets)
+        colour_positions float32 (T+1, C, 3) world position of the object of each palette colour
+                                             (envs.scene.COLOUR_NAMES order; NaN where the scene
+                                             has none): the answers of the grounding loss
         alternative_instructions str (A,)    (tasks whose expert gives counterfactual labels,
         alternative_actions float32 (T, A, 7) reach) the instructions naming the other objects
                                              and the expert's noise-free action at observation
@@ -43,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.scene import COLOUR_NAMES
 from vla_rl.atomic import atomic_directory
 from vla_rl.versioned import read_versioned_json
 
@@ -68,6 +72,7 @@ class Episode:
     named_positions: np.ndarray | None = None
     alternative_instructions: np.ndarray | None = None
     alternative_actions: np.ndarray | None = None
+    colour_positions: np.ndarray | None = None
 
     def save(self, path: str) -> None:
         """Write compressed, via a temporary file and an atomic rename."""
@@ -86,6 +91,7 @@ class Episode:
             seed=np.int64(self.seed),
             **({} if self.expert_actions is None else {"expert_actions": self.expert_actions}),
             **({} if self.named_positions is None else {"named_positions": self.named_positions}),
+            **({} if self.colour_positions is None else {"colour_positions": self.colour_positions}),
             **(
                 {}
                 if self.alternative_actions is None
@@ -116,7 +122,17 @@ class Episode:
             named_positions=fields.get("named_positions"),
             alternative_instructions=fields.get("alternative_instructions"),
             alternative_actions=fields.get("alternative_actions"),
+            colour_positions=fields.get("colour_positions"),
         )
+
+
+def colour_positions(objects: list[tuple[str, list[int], np.ndarray]]) -> np.ndarray:
+    """``(C, 3) float32``: the world position of each palette colour's object in
+    ``coloured_objects()`` (NaN for colours the scene does not show)."""
+    out = np.full((len(COLOUR_NAMES), 3), np.nan, np.float32)
+    for colour, _, position in objects:
+        out[COLOUR_NAMES.index(colour)] = position
+    return out
 
 
 def run_expert_episode(env, expert, seed: int) -> Episode:
@@ -127,6 +143,8 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
     success, progress = [info["success"]], [info["progress"]]
     named = getattr(env.unwrapped, "named_positions", None)
     positions = [named()] if named else []
+    coloured = getattr(env.unwrapped, "coloured_objects", None)
+    colours = [colour_positions(coloured())] if coloured else []
     terminated = truncated = False
     alternatives = []
     while not (terminated or truncated):
@@ -142,6 +160,8 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         progress.append(info["progress"])
         if named:
             positions.append(named())
+        if coloured:
+            colours.append(colour_positions(coloured()))
     return Episode(
         images=np.stack(images),
         states=np.stack(states).astype(np.float32),
@@ -155,6 +175,7 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
         seed=seed,
         expert_actions=np.stack(clean).astype(np.float32),
         named_positions=np.stack(positions).astype(np.float32) if named else None,
+        colour_positions=np.stack(colours) if coloured else None,
         **(
             {
                 "alternative_instructions": np.array([text for text, _ in alternatives[0]]),

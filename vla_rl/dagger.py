@@ -27,12 +27,12 @@ def collect(
     num_envs: int = 16,
 ) -> dict:
     """Samples of ``episodes_per_task`` episodes per task, as arrays: ``images``, ``states``,
-    ``actions`` (the expert's labels), ``instructions``, ``named_positions``; plus
+    ``actions`` (the expert's labels), ``instructions``, ``colour_positions``; plus
     ``success_rate`` of the executed (mixed) episodes."""
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"--dagger_beta must be in [0, 1], got {beta}.")
     rng = np.random.default_rng(seed)
-    out = {"images": [], "states": [], "actions": [], "instructions": [], "named_positions": []}
+    out = {"images": [], "states": [], "actions": [], "instructions": [], "colour_positions": []}
     successes = []
     for task_index, task in enumerate(tasks):
         seeds = [DAGGER_SEED_BASE + seed * 100_003 + task_index * 10_007 + i for i in range(episodes_per_task)]
@@ -47,6 +47,7 @@ def _task_samples(policy, task, seeds, image_size, beta, max_steps, num_envs, rn
     import gymnasium as gym
 
     import envs
+    from envs.demos import colour_positions
     from envs.experts import make_expert
     from vla_rl import keys
 
@@ -77,7 +78,7 @@ def _task_samples(policy, task, seeds, image_size, beta, max_steps, num_envs, rn
                 out["states"].append(states[row])
                 out["actions"].append(label)
                 out["instructions"].append(texts[row])
-                out["named_positions"].append(slots[i].unwrapped.named_positions())
+                out["colour_positions"].append(colour_positions(slots[i].unwrapped.coloured_objects()))
                 action = label if rng.random() < beta else np.clip(chosen[row], -1.0, 1.0).astype(np.float32)
                 observations[i], _, terminated, truncated, info = slots[i].step(action)
                 steps[i] += 1

@@ -11,10 +11,10 @@ cross-entropy of the action tokens; ``--label_sigma`` spreads each target over n
 bins (a Gaussian, in bins), which respects that bins are ordered values.
 
 Two options (off by default; bench/README.md has what they measured on the default tasks):
-``--aux_weight`` adds, during cloning only, a regression from the hidden state at the last
-prompt position to where the named objects are (absolute and relative to the gripper; needs
-demonstrations that record ``named_positions``) — a dense signal for finding the object the
-instruction names; the head is not saved. ``--dagger_rounds`` runs DAgger after cloning
+``--grounding_weight`` adds, during cloning only, the grounding loss of :mod:`vla_rl.grounding`:
+at every colour word of the prompt, where that colour's object is (needs demonstrations that
+record ``colour_positions``) — a dense signal that binds the instruction to the object it
+names; the head is not saved. ``--dagger_rounds`` runs DAgger after cloning
 (:mod:`vla_rl.dagger`): the policy's own states, labelled by the scripted expert, join the data.
 
 The output is a policy checkpoint (:mod:`vla_rl.policy.checkpoint`), written atomically, then
@@ -47,7 +47,8 @@ class SFTConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     label_sigma: float = 1.5
-    aux_weight: float = 0.0
+    grounding_weight: float = 0.0
+    grounding_layer: int = 0  # 0: the middle of the stack
     relabel: bool = False
     vision_lr_scale: float = 1.0
     dagger_rounds: int = 0
@@ -77,7 +78,8 @@ class SFTConfig:
             raise ValueError(f"--labels must be 'expert' or 'executed', got {self.labels!r}.")
         if self.label_sigma < 0:
             raise ValueError(f"--label_sigma must be >= 0, got {self.label_sigma}.")
-        require_at_least(self.aux_weight, 0, "--aux_weight")
+        require_at_least(self.grounding_weight, 0, "--grounding_weight")
+        require_at_least(self.grounding_layer, 0, "--grounding_layer")
         require_at_least(self.vision_lr_scale, 0, "--vision_lr_scale")
         if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 1:
             raise ValueError(
@@ -101,32 +103,21 @@ class Demonstrations:
     instructions: list[str]
     tasks: list[str]
     image_size: int
-    named_positions: np.ndarray | None = None  # (N, 2, 3) where every episode recorded them
+    colour_positions: np.ndarray | None = None  # (N, C, 3) where every episode recorded them
 
     def extended(self, samples: dict) -> Demonstrations:
         """These samples followed by ``samples`` (arrays as returned by :func:`vla_rl.dagger.collect`)."""
-        named = self.named_positions
+        named = self.colour_positions
         if named is not None:
-            named = np.concatenate([named, samples["named_positions"].astype(np.float32)])
+            named = np.concatenate([named, samples["colour_positions"].astype(np.float32)])
         return replace(
             self,
             images=np.concatenate([self.images, samples["images"]]),
             states=np.concatenate([self.states, samples["states"].astype(np.float32)]),
             actions=np.concatenate([self.actions, samples["actions"].astype(np.float32)]),
             instructions=self.instructions + list(samples["instructions"]),
-            named_positions=named,
+            colour_positions=named,
         )
-
-    def auxiliary_targets(self) -> np.ndarray | None:
-        """``(N, 8)`` float32: the named objects' x/y relative to the gripper (per 10 cm) and
-        absolute (per 15 cm), clipped to [-4, 4]; ``None`` without recorded positions."""
-        if self.named_positions is None:
-            return None
-        xy = self.named_positions[..., :2]
-        relative = (xy - self.states[:, None, :2]) / 0.10
-        absolute = xy / 0.15
-        flat = np.concatenate([relative.reshape(len(xy), -1), absolute.reshape(len(xy), -1)], axis=1)
-        return np.clip(flat, -4.0, 4.0).astype(np.float32)
 
     @classmethod
     def load(
@@ -157,14 +148,14 @@ class Demonstrations:
                 clean = episode.expert_actions if labels == "expert" else None
                 actions.append(episode.actions if clean is None else clean)
                 instructions.extend([str(episode.instruction)] * steps)
-                named.append(None if episode.named_positions is None else episode.named_positions[:steps])
+                named.append(None if episode.colour_positions is None else episode.colour_positions[:steps])
                 if relabel and episode.alternative_actions is not None:
                     for k, text in enumerate(episode.alternative_instructions):
                         images.append(episode.images[:steps])
                         states.append(episode.states[:steps])
                         actions.append(episode.alternative_actions[:steps, k])
                         instructions.extend([str(text)] * steps)
-                        named.append(None)  # the auxiliary targets name the recorded instruction's objects
+                        named.append(named[-1])  # the same frames: the same objects
         if not found:
             raise ValueError(f"--data {directories} holds no episodes of --tasks {tasks}.")
         if len(sizes) != 1:
@@ -197,6 +188,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from vla_rl.atomic import atomic_directory
+    from vla_rl.grounding import GroundingLoss, default_layer
     from vla_rl.policy.action_tokenizer import ActionStats, ActionTokenizer
     from vla_rl.policy.checkpoint import save_policy
     from vla_rl.policy.vla import VLAPolicy
@@ -223,15 +215,25 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     )
     policy.image_size = demos.image_size
     hidden_size = model.config.get_text_config().hidden_size
-    aux_head = torch.nn.Linear(hidden_size, 8).to(policy.device) if config.aux_weight > 0 else torch.nn.Module()
-    if config.aux_weight > 0 and demos.named_positions is None:
-        print("note: the demonstrations record no named_positions; cloning without the auxiliary loss.")
+    grounding = None
+    if config.grounding_weight > 0:
+        layers = model.config.get_text_config().num_hidden_layers
+        layer = config.grounding_layer or default_layer(layers)
+        if layer > layers:
+            raise ValueError(f"--grounding_layer {layer}: the model has {layers} layers.")
+        if demos.colour_positions is None:
+            raise ValueError(
+                "--grounding_weight needs demonstrations that record colour_positions; record them again "
+                "with `python -m envs.demos`."
+            )
+        grounding = GroundingLoss(policy.processor.tokenizer, hidden_size, layer).to(policy.device)
     model.train()
     visual = model.model.visual
     if config.vision_lr_scale == 0:
         visual.requires_grad_(False)
     vision_ids = {id(p) for p in visual.parameters()}
-    rest = [p for p in model.parameters() if id(p) not in vision_ids] + list(aux_head.parameters())
+    rest = [p for p in model.parameters() if id(p) not in vision_ids]
+    rest += [] if grounding is None else list(grounding.parameters())
     groups = [{"params": rest, "lr": config.learning_rate}]
     if config.vision_lr_scale > 0:
         groups.append({"params": list(visual.parameters()), "lr": config.learning_rate * config.vision_lr_scale})
@@ -254,15 +256,15 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         """``steps`` optimiser steps of behaviour cloning on ``data``; the final smoothed loss."""
         nonlocal done_steps
         tokens = torch.from_numpy(policy.action_tokenizer.encode(data.actions))
-        aux = data.auxiliary_targets() if config.aux_weight > 0 else None
-        aux = None if aux is None else torch.from_numpy(aux)
+        where = None if grounding is None else torch.from_numpy(data.colour_positions)
+        grippers = torch.from_numpy(data.states[:, :2].copy())
         model.train()
         ema = None
         bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
         for _ in bar:
             index = rng.integers(0, len(data.actions), config.batch_size)
             batch_tokens = tokens[index]
-            logits, _, hidden = policy.forward_actions(
+            logits, _, hidden_states, input_ids = policy.forward_actions(
                 data.images[index],
                 [data.instructions[i] for i in index],
                 batch_tokens,
@@ -273,9 +275,11 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
             targets = soft_targets(bins, config.label_sigma).to(logits.device)
             loss = bc_loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
             aux_loss = None
-            if aux is not None:
-                aux_loss = torch.nn.functional.mse_loss(aux_head(hidden.float()), aux[index].to(hidden.device))
-                loss = loss + config.aux_weight * aux_loss
+            if grounding is not None:
+                device = logits.device
+                aux_loss = grounding(hidden_states, input_ids, where[index].to(device), grippers[index].to(device))
+                if aux_loss is not None:
+                    loss = loss + config.grounding_weight * aux_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -288,11 +292,11 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
             if done_steps % 50 == 0 or done_steps == total_steps - 1:
                 row = {"step": done_steps, "loss": value, "token_accuracy": accuracy}
                 if aux_loss is not None:
-                    row["aux_loss"] = float(aux_loss.detach())
+                    row["grounding_loss"] = float(aux_loss.detach())
                 history.append(row)
                 postfix = {"loss": f"{ema:.3f}", "acc": f"{accuracy:.2f}"}
                 if aux_loss is not None:
-                    postfix["aux"] = f"{row['aux_loss']:.3f}"
+                    postfix["ground"] = f"{row['grounding_loss']:.3f}"
                 bar.set_postfix(**postfix)
             done_steps += 1
         bar.close()
@@ -386,10 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup_steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--label_sigma", type=float, default=defaults.label_sigma, help="soft-target width, bins")
     parser.add_argument(
-        "--aux_weight",
+        "--grounding_weight",
         type=float,
-        default=defaults.aux_weight,
-        help="weight of the auxiliary named-object position loss (0: off; needs demos with named_positions)",
+        default=defaults.grounding_weight,
+        help="weight of the grounding loss at the prompt's colour words (0: off; needs demos with colour_positions)",
+    )
+    parser.add_argument(
+        "--grounding_layer",
+        type=int,
+        default=defaults.grounding_layer,
+        help="hidden state the grounding loss reads (1 = after the first layer; 0: the middle of the stack)",
     )
     parser.add_argument(
         "--relabel",

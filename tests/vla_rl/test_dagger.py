@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from envs.scene import COLOUR_NAMES
 from vla_rl.dagger import collect
 
 pytestmark = pytest.mark.timeout(600)
@@ -23,7 +24,7 @@ def test_beta_one_executes_the_expert_and_labels_every_state(reach_policy):
     assert samples["success_rate"] == 1.0  # the scripted expert always touches the block
     n = len(samples["actions"])
     assert samples["images"].shape == (n, 56, 56, 3) and samples["states"].shape == (n, 8)
-    assert samples["named_positions"].shape == (n, 2, 3) and len(samples["instructions"]) == n
+    assert samples["colour_positions"].shape == (n, len(COLOUR_NAMES), 3) and len(samples["instructions"]) == n
     assert np.abs(samples["actions"]).max() <= 1.0 and np.abs(samples["actions"][:, :2]).max() > 0.5
 
 
@@ -32,7 +33,8 @@ def test_beta_zero_runs_the_policy_and_the_expert_labels_its_states(reach_policy
     assert len(samples["actions"]) == 3 * 4  # an untrained policy does not finish reach in 4 steps
     assert samples["success_rate"] == 0.0
     # Labels point from the gripper towards the named block in x/y (the expert's first phase).
-    towards = samples["named_positions"][:, 0, :2] - samples["states"][:, :2]
+    named = [COLOUR_NAMES.index(text.split()[2]) for text in samples["instructions"]]  # "touch the <colour> block"
+    towards = samples["colour_positions"][np.arange(len(named)), named, :2] - samples["states"][:, :2]
     far = np.abs(towards) > 0.03
     assert np.all(np.sign(samples["actions"][:, :2][far]) == np.sign(towards[far]))
     with pytest.raises(ValueError, match="--dagger_beta"):

@@ -41,8 +41,9 @@ def test_clean_expert_labels_are_recorded_beside_noisy_actions(demos):
     assert np.abs(episode.expert_actions).max() <= 1.0
 
 
-def test_demos_record_the_named_block_and_auxiliary_targets_point_at_it(demos):
+def test_demos_record_the_named_block_and_every_colour_object(demos):
     from envs.demos import iter_episodes
+    from envs.scene import COLOUR_NAMES
 
     record_, episode = next(iter_episodes(demos))
     assert episode.named_positions.shape == (len(episode.images), 2, 3)
@@ -51,12 +52,11 @@ def test_demos_record_the_named_block_and_auxiliary_targets_point_at_it(demos):
     np.testing.assert_array_equal(episode.named_positions[:, 0], episode.named_positions[:, 1])
     top = episode.named_positions[-1, 0] + np.array([0, 0, 0.03])
     assert record_["success"] and np.linalg.norm(episode.states[-1, :3] - top) < 0.03
-    loaded = Demonstrations.load([demos])
-    targets = loaded.auxiliary_targets()
-    assert targets.shape == (len(loaded.actions), 8)
-    expected = (loaded.named_positions[:, 0, :2] - loaded.states[:, :2]) / 0.10
-    np.testing.assert_allclose(targets[:, :2], np.clip(expected, -4, 4), rtol=1e-6)
-    np.testing.assert_allclose(targets[:, 4:6], loaded.named_positions[:, 0, :2] / 0.15, rtol=1e-6)
+    # The grounding answers: the named colour's object is the named block; three blocks, three colours.
+    colour = COLOUR_NAMES.index(episode.instruction.split()[2])
+    np.testing.assert_array_equal(episode.colour_positions[:, colour], episode.named_positions[:, 0])
+    shown = ~np.isnan(episode.colour_positions[0, :, 0])
+    assert episode.colour_positions.shape == (len(episode.images), len(COLOUR_NAMES), 3) and shown.sum() == 3
 
 
 def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny_qwen, tmp_path):
@@ -70,7 +70,7 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
             batch_size=8,
             warmup_steps=2,
             eval_episodes=2,
-            aux_weight=1.0,
+            grounding_weight=1.0,
             dagger_rounds=1,
             dagger_episodes=2,
             dagger_steps=2,
@@ -86,7 +86,7 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
     with open(os.path.join(out, "vla_policy.json")) as f:
         assert json.load(f)["tasks"] == ["VLARL/Reach-v0"]
     history = json.load(open(os.path.join(out, "sft_summary.json")))["history"]
-    assert history[0]["step"] == 0 and np.isfinite(history[0]["aux_loss"])  # the demos record named positions
+    assert history[0]["step"] == 0 and np.isfinite(history[0]["grounding_loss"])  # the demos record colour positions
     # One DAgger round: 2 policy episodes cut at 3 steps (reach takes longer) add 6 labelled states.
     dagger = json.load(open(os.path.join(out, "sft_summary.json")))["dagger"]
     recorded = len(Demonstrations.load([demos]).actions)
@@ -147,4 +147,4 @@ def test_relabelled_samples_pair_each_frame_with_every_block_instruction(tmp_pat
         np.testing.assert_array_equal(relabelled.images[rows], episode.images[:steps])
         np.testing.assert_array_equal(relabelled.actions[rows], episode.alternative_actions[:, k])
         assert set(relabelled.instructions[rows]) == {str(text)} != {episode.instruction}
-    assert relabelled.named_positions is None  # the auxiliary targets do not fit the other instructions
+        np.testing.assert_array_equal(relabelled.colour_positions[rows], episode.colour_positions[:steps])

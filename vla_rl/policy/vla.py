@@ -173,7 +173,8 @@ class VLAPolicy(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """Teacher-forced action-bin logits ``(B, D, 256)`` (temperature 1) and ``values (B,)``,
         with gradients: the forward pass of both behaviour cloning and PPO. ``return_hidden``
-        adds the last layer's hidden state at the last prompt position ``(B, hidden)``."""
+        adds the model's hidden states (embeddings + one per layer, each ``(B, L, hidden)``)
+        and the ``input_ids (B, L)`` they belong to."""
         inputs = self._inputs(frames, instructions, states)
         token_ids = token_ids.to(self.device)
         dim = token_ids.shape[1]
@@ -184,7 +185,9 @@ class VLAPolicy(nn.Module):
         hidden = out.hidden_states[-1][:, prompt_length - 1, :]
         prompt_hidden = hidden if self.value_trunk_grad else hidden.detach()
         values = self.value_head(prompt_hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return (logits, values.float(), hidden) if return_hidden else (logits, values.float())
+        if return_hidden:
+            return logits, values.float(), out.hidden_states, inputs["input_ids"]
+        return logits, values.float()
 
     @torch.no_grad()
     def values_of(self, frames: np.ndarray, instructions: list[str], states: np.ndarray | None = None) -> torch.Tensor:
