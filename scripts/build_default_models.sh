@@ -2,9 +2,12 @@
 # Rebuild the embedded default models under assets/models/ from nothing (no downloads).
 #
 # Stage "vla" (assets/models/vla-small):
-#   1. record scripted-expert demonstrations of the default tasks (noisy execution, clean labels),
+#   1. record scripted-expert demonstrations of the default tasks (noisy execution, clean labels,
+#      counterfactual labels for the other objects, every colour object's position),
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
-#   3. behaviour-clone it on the demonstrations and evaluate it on held-out seeds.
+#   3. pretrain its vision tower on simulator labels (which colour is where: vla_rl.vision_pretrain),
+#   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
+#      loss (vision tower frozen) and evaluate it on held-out seeds.
 # Stage "prm" (assets/models/prm-small):
 #   1. a simulator-labelled PRM dataset from perturbed experts (noise levels, decoy targets),
 #      and a held-out one from disjoint seeds,
@@ -16,7 +19,8 @@
 #
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
-#   SFT_STEPS=300 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 bash scripts/build_default_models.sh  # quick smoke build
+#   SFT_STEPS=300 VISION_STEPS=200 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
+#       bash scripts/build_default_models.sh                   # quick smoke build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -26,6 +30,8 @@ TASKS="${TASKS:-reach push}"
 WORK="${WORK:-data/default_models}"
 DEMOS="${DEMOS:-400}"                   # VLA: expert episodes per task
 SFT_STEPS="${SFT_STEPS:-3000}"
+VISION_STEPS="${VISION_STEPS:-6000}"
+VISION_EPISODES="${VISION_EPISODES:-300}"   # VLA vision pretraining: noisy-expert episodes per task
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
 VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
 PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
@@ -46,15 +52,20 @@ install_model() {  # install_model SRC DST: replace DST by a copy of SRC, atomic
 start=$(date +%s)
 mkdir -p "$WORK"
 if [[ " $STAGES " == *" vla "* ]]; then
-    echo "[vla 1/3] expert demonstrations: $DEMOS episodes per task ($TASKS) at 56 px"
+    echo "[vla 1/4] expert demonstrations: $DEMOS episodes per task ($TASKS) at 56 px"
     "$PYTHON" -m envs.demos --tasks $TASKS --episodes "$DEMOS" --seed "$SEED" --image-size 56 \
         --action-noise 0.15 --out "$WORK/demos" --overwrite
-    echo "[vla 2/3] untrained vla-small checkpoint"
+    echo "[vla 2/4] untrained vla-small checkpoint"
     "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
         --out "$WORK/vla-init" --overwrite
-    echo "[vla 3/3] behaviour cloning ($SFT_STEPS steps) + closed-loop eval on $EVAL_EPISODES held-out seeds per task"
-    "$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-init" --out "$VLA_OUT" --steps "$SFT_STEPS" \
-        --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
+    echo "[vla 3/4] vision pretraining ($VISION_STEPS steps on $VISION_EPISODES episodes per task)"
+    "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
+        --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --seed "$SEED" --overwrite
+    echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss) + closed-loop eval" \
+        "on $EVAL_EPISODES held-out seeds per task"
+    "$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-vision" --out "$VLA_OUT" --steps "$SFT_STEPS" \
+        --vision_lr_scale 0 --relabel True --grounding_weight 1 --seed "$SEED" --eval_episodes "$EVAL_EPISODES" \
+        --overwrite
     echo "built $VLA_OUT in $(( $(date +%s) - start )) s ($(du -sh "$VLA_OUT" | cut -f1))"
 fi
 if [[ " $STAGES " == *" prm "* ]]; then
