@@ -7,7 +7,7 @@
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
 #   3. pretrain its vision tower on simulator labels (which colour is where: vla_rl.vision_pretrain),
 #   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
-#      loss (vision tower frozen) and evaluate it on held-out seeds.
+#      loss (vision tower frozen), then two DAgger rounds, and evaluate it on held-out seeds.
 # Stage "prm" (assets/models/prm-small):
 #   1. a simulator-labelled PRM dataset from perturbed experts (noise levels, decoy targets),
 #      and a held-out one from disjoint seeds,
@@ -19,7 +19,7 @@
 #
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
-#   SFT_STEPS=300 VISION_STEPS=200 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
+#   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
 #       bash scripts/build_default_models.sh                   # quick smoke build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,7 @@ WORK="${WORK:-data/default_models}"
 DEMOS="${DEMOS:-400}"                   # VLA: expert episodes per task
 SFT_STEPS="${SFT_STEPS:-3000}"
 VISION_STEPS="${VISION_STEPS:-6000}"
+DAGGER_ROUNDS="${DAGGER_ROUNDS:-2}"        # VLA: DAgger rounds after cloning (100 policy episodes per task, 1,000 steps each)
 VISION_EPISODES="${VISION_EPISODES:-300}"   # VLA vision pretraining: noisy-expert episodes per task
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
 VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
@@ -64,8 +65,8 @@ if [[ " $STAGES " == *" vla "* ]]; then
     echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss) + closed-loop eval" \
         "on $EVAL_EPISODES held-out seeds per task"
     "$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-vision" --out "$VLA_OUT" --steps "$SFT_STEPS" \
-        --vision_lr_scale 0 --relabel True --grounding_weight 1 --seed "$SEED" --eval_episodes "$EVAL_EPISODES" \
-        --overwrite
+        --vision_lr_scale 0 --relabel True --grounding_weight 1 --dagger_rounds "$DAGGER_ROUNDS" --dagger_episodes 100 \
+        --dagger_steps 1000 --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
     echo "built $VLA_OUT in $(( $(date +%s) - start )) s ($(du -sh "$VLA_OUT" | cut -f1))"
 fi
 if [[ " $STAGES " == *" prm "* ]]; then
