@@ -61,6 +61,17 @@ class GroundingLoss(torch.nn.Module):
         self.layer = layer
         self.head = torch.nn.Linear(hidden_size, 4)
 
+    @classmethod
+    def for_model(cls, model, tokenizer, layer: int = 0) -> GroundingLoss:
+        """The loss for a Qwen2-VL ``model``, reading hidden state ``layer`` (0: :func:`default_layer`);
+        raises if the model has fewer layers (the flag is ``--grounding_layer``)."""
+        text = model.config.get_text_config()
+        layers = text.num_hidden_layers
+        layer = layer or default_layer(layers)
+        if layer > layers:
+            raise ValueError(f"--grounding_layer {layer}: the model has {layers} layers.")
+        return cls(tokenizer, text.hidden_size, layer).to(next(model.parameters()).device)
+
     def colours(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``(B, L) long``: the palette index of the colour word at each position, or -1."""
         inside = input_ids < len(self.lookup)

@@ -107,16 +107,16 @@ class Demonstrations:
 
     def extended(self, samples: dict) -> Demonstrations:
         """These samples followed by ``samples`` (arrays as returned by :func:`vla_rl.dagger.collect`)."""
-        named = self.colour_positions
-        if named is not None:
-            named = np.concatenate([named, samples["colour_positions"].astype(np.float32)])
+        colours = self.colour_positions
+        if colours is not None:
+            colours = np.concatenate([colours, samples["colour_positions"].astype(np.float32)])
         return replace(
             self,
             images=np.concatenate([self.images, samples["images"]]),
             states=np.concatenate([self.states, samples["states"].astype(np.float32)]),
             actions=np.concatenate([self.actions, samples["actions"].astype(np.float32)]),
             instructions=self.instructions + list(samples["instructions"]),
-            colour_positions=named,
+            colour_positions=colours,
         )
 
     @classmethod
@@ -134,7 +134,7 @@ class Demonstrations:
 
         wanted = None if not tasks else {envs.task_id(task) for task in tasks}
         images, states, actions, instructions, found, sizes = [], [], [], [], set(), set()
-        named = []
+        colours = []
         for directory in directories:
             meta = read_meta(directory)
             sizes.add(int(meta["image_size"]))
@@ -148,14 +148,14 @@ class Demonstrations:
                 clean = episode.expert_actions if labels == "expert" else None
                 actions.append(episode.actions if clean is None else clean)
                 instructions.extend([str(episode.instruction)] * steps)
-                named.append(None if episode.colour_positions is None else episode.colour_positions[:steps])
+                colours.append(None if episode.colour_positions is None else episode.colour_positions[:steps])
                 if relabel and episode.alternative_actions is not None:
                     for k, text in enumerate(episode.alternative_instructions):
                         images.append(episode.images[:steps])
                         states.append(episode.states[:steps])
                         actions.append(episode.alternative_actions[:steps, k])
                         instructions.extend([str(text)] * steps)
-                        named.append(named[-1])  # the same frames: the same objects
+                        colours.append(colours[-1])  # the same frames: the same objects
         if not found:
             raise ValueError(f"--data {directories} holds no episodes of --tasks {tasks}.")
         if len(sizes) != 1:
@@ -167,7 +167,7 @@ class Demonstrations:
             instructions,
             sorted(found),
             sizes.pop(),
-            None if any(n is None for n in named) else np.concatenate(named).astype(np.float32),
+            None if any(c is None for c in colours) else np.concatenate(colours).astype(np.float32),
         )
 
 
@@ -188,7 +188,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from vla_rl.atomic import atomic_directory
-    from vla_rl.grounding import GroundingLoss, default_layer
+    from vla_rl.grounding import GroundingLoss
     from vla_rl.policy.action_tokenizer import ActionStats, ActionTokenizer
     from vla_rl.policy.checkpoint import save_policy
     from vla_rl.policy.vla import VLAPolicy
@@ -202,6 +202,11 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     demos = Demonstrations.load(config.data, config.labels, config.tasks, config.relabel)
+    if config.grounding_weight > 0 and demos.colour_positions is None:
+        raise ValueError(
+            "--grounding_weight needs demonstrations that record colour_positions; record them again "
+            "with `python -m envs.demos`."
+        )
     model = load_model(config.vla_path, "--vla_path", device="auto", dtype="float32")
     vocab = model.config.get_text_config().vocab_size
     stats = ActionStats.from_actions(demos.actions)
@@ -214,19 +219,9 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         state_stats=state_stats,
     )
     policy.image_size = demos.image_size
-    hidden_size = model.config.get_text_config().hidden_size
     grounding = None
     if config.grounding_weight > 0:
-        layers = model.config.get_text_config().num_hidden_layers
-        layer = config.grounding_layer or default_layer(layers)
-        if layer > layers:
-            raise ValueError(f"--grounding_layer {layer}: the model has {layers} layers.")
-        if demos.colour_positions is None:
-            raise ValueError(
-                "--grounding_weight needs demonstrations that record colour_positions; record them again "
-                "with `python -m envs.demos`."
-            )
-        grounding = GroundingLoss(policy.processor.tokenizer, hidden_size, layer).to(policy.device)
+        grounding = GroundingLoss.for_model(model, policy.processor.tokenizer, config.grounding_layer)
     model.train()
     visual = model.model.visual
     if config.vision_lr_scale == 0:
@@ -256,8 +251,8 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         """``steps`` optimiser steps of behaviour cloning on ``data``; the final smoothed loss."""
         nonlocal done_steps
         tokens = torch.from_numpy(policy.action_tokenizer.encode(data.actions))
-        where = None if grounding is None else torch.from_numpy(data.colour_positions)
-        grippers = torch.from_numpy(data.states[:, :2].copy())
+        if grounding is not None:
+            where, grippers = torch.from_numpy(data.colour_positions), torch.from_numpy(data.states[:, :2].copy())
         model.train()
         ema = None
         bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
