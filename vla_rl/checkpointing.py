@@ -74,6 +74,18 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return path if os.path.isfile(os.path.join(path, TRAINER_STATE)) else None
 
 
+def resolve_policy_path(path: str) -> str:
+    """The policy directory behind ``path``: a policy checkpoint itself, a training checkpoint
+    (``iter_NNNNNN/``, whose ``policy/`` holds the merged weights) or a run directory (its latest
+    checkpoint). Anything else comes back unchanged, for the loader to report."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    if os.path.isfile(os.path.join(path, "policy", "config.json")):
+        return os.path.join(path, "policy")
+    latest = latest_checkpoint(path)
+    return os.path.join(latest, "policy") if latest else path
+
+
 def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool, ranks=None) -> str:
     """``checkpoints/iter_NNNNNN/`` (policy/, adapter/ with LoRA, trainer_state.pt), written
     under a temporary name and renamed; then the ``latest`` pointer is replaced atomically.

@@ -35,7 +35,7 @@ def default_prm() -> str:
 
 @dataclass
 class PolicyConfig:
-    vla_path: str = field(default=DEFAULT_VLA, metadata={"help": "policy checkpoint directory (local)"})
+    vla_path: str = field(default=DEFAULT_VLA, metadata={"help": "policy checkpoint, run or iter_N dir"})
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the policy's language model (0: full)"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
@@ -45,8 +45,10 @@ class PolicyConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda[:i]"})
 
     def validate(self) -> None:
+        from vla_rl.checkpointing import resolve_policy_path
         from vla_rl.qwen.loading import pick_device, read_checkpoint_config
 
+        self.vla_path = resolve_policy_path(self.vla_path)  # a run or training checkpoint: its policy
         read_checkpoint_config(self.vla_path, "--vla_path")
         require_positive(self.temperature, "--temperature")
         require_at_least(self.local_rollout_forward_batch_size, 1, "--local_rollout_forward_batch_size")
@@ -190,6 +192,9 @@ class RunConfig:
     max_videos: int = field(default=20, metadata={"help": "training videos at most"})
     eval_episodes: int = field(default=20, metadata={"help": "held-out seeds per task in the final eval (0: none)"})
     eval_videos: int = field(default=2, metadata={"help": "eval videos per task"})
+    eval_temperature: float = field(
+        default=0.0, metadata={"help": "final eval: 0 takes the most likely bins; > 0 samples at this temperature"}
+    )
     use_wandb: bool = field(default=False, metadata={"help": "log to Weights & Biases (True/False)"})
     wandb_offline: bool = field(default=True, metadata={"help": "keep wandb offline (True/False)"})
     wandb_project: str = field(default="vla-rl", metadata={"help": "wandb project"})
@@ -202,6 +207,7 @@ class RunConfig:
         require_at_least(self.max_videos, 0, "--max_videos")
         require_at_least(self.eval_episodes, 0, "--eval_episodes")
         require_at_least(self.eval_videos, 0, "--eval_videos")
+        require_at_least(self.eval_temperature, 0.0, "--eval_temperature")
         require_at_least(self.threads, 0, "--threads")
         if self.exp_name and (os.sep in self.exp_name or self.exp_name in (".", "..")):
             raise ValueError(f"--exp_name must be a plain name, got {self.exp_name!r}.")

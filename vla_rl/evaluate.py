@@ -155,6 +155,8 @@ def evaluate_policy(
 
     seeds = list(range(seed_base, seed_base + episodes))
     summary: dict = {"seeds": [seeds[0], seeds[-1]], "greedy": greedy, "tasks": {}}
+    if not greedy:
+        summary["temperature"] = temperature
     bar = tqdm(total=episodes * len(tasks), desc="eval", unit="ep", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
     try:
@@ -195,7 +197,11 @@ def evaluate_policy(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vla_rl.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vla_path", required=True, help="policy checkpoint directory")
+    parser.add_argument(
+        "--vla_path",
+        required=True,
+        help="policy checkpoint, training checkpoint (iter_N/) or run directory (its latest)",
+    )
     parser.add_argument("--task_ids", nargs="+", default=None, help="tasks (default: the policy's training tasks)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes (seeds) per task")
     parser.add_argument("--seed_base", type=int, default=EVAL_SEED_BASE, help="first evaluation seed")
@@ -209,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the summary JSON here")
     args = parser.parse_args(argv)
     import envs
+    from vla_rl.checkpointing import resolve_policy_path
+
+    args.vla_path = resolve_policy_path(args.vla_path)
     from vla_rl.policy.checkpoint import load_policy, read_policy_config
 
     try:

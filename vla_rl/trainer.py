@@ -384,6 +384,8 @@ def train(config: TrainConfig) -> dict:
             config.run.eval_episodes,
             image_size,
             num_envs=config.env.num_envs,
+            greedy=config.run.eval_temperature == 0,
+            temperature=config.run.eval_temperature or 1.0,
             max_env_length=config.env.max_env_length or None,
             video_dir=os.path.join(run_dir, "eval", "videos") if config.run.eval_videos else None,
             videos_per_task=config.run.eval_videos,

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from vla_rl import checkpointing
-from vla_rl.checkpointing import latest_checkpoint
+from vla_rl.checkpointing import latest_checkpoint, resolve_policy_path
 from vla_rl.config import parse_config
+from vla_rl.evaluate import main as evaluate_main
 from vla_rl.trainer import train
 
 pytestmark = pytest.mark.timeout(600)
@@ -105,6 +106,10 @@ def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tm
     assert [p for p in os.listdir(run / "eval" / "videos" / "reach") if p.endswith(".mp4")]
     last = latest_checkpoint(str(run))
     assert last.endswith("iter_000002") and os.path.isfile(os.path.join(last, "policy", "model.safetensors"))
+    # A run directory or a training checkpoint stands for its policy, in train and in evaluate.
+    assert resolve_policy_path(str(run)) == resolve_policy_path(last) == os.path.join(last, "policy")
+    assert resolve_policy_path(str(tmp_path / "nowhere")) == str(tmp_path / "nowhere")
+    assert evaluate_main(["--vla_path", str(run), "--episodes", "1", "--num_envs", "1"]) == 0
 
     # Resume: same step counter and optimizer state, continues to iteration 3.
     saved = torch.load(os.path.join(last, "trainer_state.pt"), weights_only=False)
