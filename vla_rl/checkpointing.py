@@ -78,12 +78,12 @@ def resolve_policy_path(path: str) -> str:
     """The policy directory behind ``path``: a policy checkpoint itself, a training checkpoint
     (``iter_NNNNNN/``, whose ``policy/`` holds the merged weights) or a run directory (its latest
     checkpoint). Anything else comes back unchanged, for the loader to report."""
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return path
+    latest = latest_checkpoint(path)  # a run directory (its config.json is the run's, not a model's)
+    if latest:
+        return os.path.join(latest, "policy")
     if os.path.isfile(os.path.join(path, "policy", "config.json")):
         return os.path.join(path, "policy")
-    latest = latest_checkpoint(path)
-    return os.path.join(latest, "policy") if latest else path
+    return path
 
 
 def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool, ranks=None) -> str:

@@ -134,6 +134,9 @@ class PPOConfig:
     kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the frozen initial policy (0: off)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     norm_adv: bool = field(default=True, metadata={"help": "normalise advantages (True/False)"})
+    skip_rewardless_batches: bool = field(
+        default=True, metadata={"help": "no policy step on a rollout without any reward (True/False)"}
+    )
     value_trunk_grad: bool = field(default=False, metadata={"help": "value loss trains the shared trunk too"})
     target_kl: float = field(default=0.0, metadata={"help": "stop an iteration's epochs above this KL (0: off)"})
 

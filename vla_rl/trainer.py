@@ -311,11 +311,16 @@ def train(config: TrainConfig) -> dict:
                 config.ppo.gae_lambda,
             )
             valid = torch.from_numpy(batch.valid)
-            if config.ppo.norm_adv:
+            rewardless = config.ppo.skip_rewardless_batches and not ranks.sum([float(np.abs(batch.rewards).sum())])[0]
+            if rewardless:  # no reward anywhere: the advantages are only value error; only the value head learns
+                advantages = torch.zeros_like(advantages)
+            elif config.ppo.norm_adv:
                 advantages = torch.where(valid, _normalized(advantages, valid, ranks), torch.zeros_like(advantages))
             update_start = time.perf_counter()
             policy.model.train()
+            optimizer.param_groups[0]["lr"] = 0.0 if rewardless else config.ppo.learning_rate  # Adam momentum too
             metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks)
+            metrics["train/rewardless_batch"] = float(rewardless)
             update_seconds = time.perf_counter() - update_start
             if actor is not policy:  # the vLLM engine gets the updated weights, checked on this rollout's frames
                 probe_states = batch.states[0] if policy.state_stats is not None else None

@@ -183,3 +183,23 @@ def test_kl_to_the_frozen_initial_policy_is_logged(tiny_qwen, tmp_path):
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
     # The first minibatch starts at the reference (KL 0); later ones have moved away from it.
     assert row["train/kl_ref"] > 0
+
+
+def test_a_rollout_without_any_reward_leaves_the_policy_alone(tiny_qwen, tmp_path):
+    """Its advantages are only value error: normalised, they would train the policy on noise."""
+    from safetensors.torch import load_file
+
+    moved = {}
+    for skip in ("True", "False"):
+        root = tmp_path / skip
+        train(one_rewarded_iteration(tiny_qwen, root))  # the value head learns non-zero values
+        first = load_file(os.path.join(latest_checkpoint(str(root / "run")), "policy", "model.safetensors"))
+        flags = ["--resume", "True", "--process_reward_model", "False", "--max_iterations", "2", "--eval_episodes", "0"]
+        train(small_run(tiny_qwen, root, *flags, "--skip_rewardless_batches", skip))
+        rows = [json.loads(line) for line in open(root / "run" / "metrics.jsonl")]
+        assert rows[1]["reward/env_reward_mean"] == 0 and rows[1]["train/rewardless_batch"] == float(skip == "True")
+        after = load_file(os.path.join(latest_checkpoint(str(root / "run")), "policy", "model.safetensors"))
+        policy_keys = [k for k in first if "value" not in k]
+        assert len(policy_keys) > 10
+        moved[skip] = sum(not torch.equal(first[k], after[k]) for k in policy_keys)
+    assert moved["True"] == 0 and moved["False"] > 0
