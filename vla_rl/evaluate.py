@@ -216,10 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import envs
     from vla_rl.checkpointing import resolve_policy_path
-
-    args.vla_path = resolve_policy_path(args.vla_path)
     from vla_rl.policy.checkpoint import load_policy, read_policy_config
 
+    args.vla_path = resolve_policy_path(args.vla_path)
     try:
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}.")
