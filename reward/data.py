@@ -142,10 +142,21 @@ def episode_rows(episode: GeneratedEpisode, index: int, step_frames: int) -> lis
                 "he_token": he_tokens[t],
                 "se": round(float(labels["se"][t]), 6),
                 "se_token": se_tokens[t],
+                "gripper": [round(float(v), 4) for v in episode.states[t, :3]],
+                **(
+                    {}
+                    if episode.colour_positions is None
+                    else {"colour_positions": colour_row(episode.colour_positions[t])}
+                ),
                 **episode.extra,
             }
         )
     return rows
+
+
+def colour_row(positions: np.ndarray) -> list:
+    """``(C, 3)`` positions as JSON: one ``[x, y, z]`` (4 decimals) or ``null`` per palette colour."""
+    return [None if np.isnan(p).any() else [round(float(v), 4) for v in p] for p in positions]
 
 
 def write_episode_images(directory: str, index: int, frames: np.ndarray) -> None:

@@ -6,6 +6,8 @@ A row is one frame::
     episode_success, episode_max_progress, success, progress,
     completion (0/1), completion_token ("+"/"-"), milestone (0/1), step,
     he (+1/-1), he_token, se (in [-1, 1]), se_token
+    optional (expert datasets): gripper [x, y, z] (the TCP, metres), colour_positions (one
+    [x, y, z] or null per palette colour: where the object of that colour is; the grounding loss)
 
 Every problem (missing file, malformed line, bad label, missing image) raises ``ValueError`` or
 ``FileNotFoundError`` naming the file, the line and the fix, before any training starts.
@@ -73,6 +75,16 @@ def check_row(row: dict, where: str) -> None:
             raise ValueError(f"{where}: {name}_token {token!r} disagrees with {name}={value!r}.")
     if not isinstance(row["instruction"], str) or not row["instruction"]:
         raise ValueError(f"{where}: instruction must be a non-empty string.")
+    if "gripper" in row and not _is_point(row["gripper"]):
+        raise ValueError(f"{where}: gripper must be [x, y, z], got {row['gripper']!r}.")
+    if "colour_positions" in row:
+        positions = row["colour_positions"]
+        if not isinstance(positions, list) or not all(p is None or _is_point(p) for p in positions):
+            raise ValueError(f"{where}: colour_positions must be a list of [x, y, z] or null per palette colour.")
+
+
+def _is_point(value) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)
 
 
 def load_rows(directory: str, split: str, check_images: bool = True) -> list[dict]:

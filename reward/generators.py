@@ -23,6 +23,7 @@ class GeneratedEpisode:
     seed: int
     source: str
     extra: dict = field(default_factory=dict)
+    colour_positions: np.ndarray | None = None  # (T, C, 3) float32: each palette colour's object (NaN: absent)
 
 
 # ----------------------------------------------------------------------------- method 2
@@ -61,9 +62,13 @@ def expert_episode(
 ) -> GeneratedEpisode:
     """One (perturbed) expert episode of at most ``max_steps`` actions (0: the task's limit);
     after success it holds still for ``post_success`` frames."""
+    from envs.demos import colour_positions
+
     obs, info = env.reset(seed=seed)
     expert.reset()
     decoy = decoy_block(env, decoy_rng) if decoy_rng.random() < decoy_fraction else None
+    coloured = getattr(env.unwrapped, "coloured_objects", None)
+    colours = [colour_positions(coloured())] if coloured else []
     frames, states = [obs[keys.IMAGE]], [obs[keys.STATE]]
     success, progress = [info[keys.SUCCESS]], [info[keys.PROGRESS]]
     limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200)
@@ -77,10 +82,12 @@ def expert_episode(
         states.append(obs[keys.STATE])
         success.append(info[keys.SUCCESS])
         progress.append(info[keys.PROGRESS])
+        if coloured:
+            colours.append(colour_positions(coloured()))
         if keys.SIM_ERROR in info:
             break
         if after is not None and not info[keys.SUCCESS]:  # e.g. a pushed block slid on past the pad
-            for column in (frames, states, success, progress):
+            for column in (frames, states, success, progress) + ((colours,) if coloured else ()):
                 column.pop()
             break
         if after is None and terminated:
@@ -99,6 +106,7 @@ def expert_episode(
         instruction=info[keys.INSTRUCTION],
         seed=seed,
         source=f"expert-{noise}" + ("-decoy" if decoy is not None else ""),
+        colour_positions=np.stack(colours) if coloured else None,
     )
 
 

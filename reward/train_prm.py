@@ -36,6 +36,7 @@ from vla_rl.cli import str2bool
 PRM_CONFIG_FILE = "prm_config.json"
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 FULL_FINETUNE_MAX_PARAMS = 100_000_000
+GROUNDING_HEAD_FILE = "grounding_head.pt"
 
 
 @dataclass
@@ -60,6 +61,9 @@ class PRMTrainConfig:
     save_total_limit: int = 3
     logging_steps: int = 50
     class_balance: bool = True
+    grounding_weight: float = 0.0
+    grounding_layer: int = 0  # 0: the middle of the stack
+    freeze_vision: bool = False
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -88,6 +92,8 @@ class PRMTrainConfig:
                 min(self.eval_steps, self.save_steps, self.logging_steps) >= 1,
                 "--eval_steps/--save_steps/--logging_steps >= 1",
             ),
+            (self.grounding_weight >= 0, f"--grounding_weight must be >= 0, got {self.grounding_weight}"),
+            (self.grounding_layer >= 0, f"--grounding_layer must be >= 0, got {self.grounding_layer}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -99,12 +105,16 @@ class PRMTrainConfig:
 
 
 class FrameDataset:
-    """Rows of one split as training examples (the image is read when the item is)."""
+    """Rows of one split as training examples (the image is read when the item is); with
+    ``grounding``, each item also carries where every palette colour's object and the gripper are."""
 
-    def __init__(self, rows: list[dict], target: str, progress_weight: float, prompt_template: str):
+    def __init__(
+        self, rows: list[dict], target: str, progress_weight: float, prompt_template: str, grounding: bool = False
+    ):
         self.rows = rows
         self.targets = [L.target_probability(target, row, progress_weight) for row in rows]
         self.prompts = [prompt_template.format(instruction=row["instruction"]) for row in rows]
+        self.grounding = grounding
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -112,11 +122,12 @@ class FrameDataset:
     def __getitem__(self, index: int) -> dict:
         from reward.dataset import load_image
 
-        return {
-            "image": load_image(self.rows[index]["image_path"]),
-            "prompt": self.prompts[index],
-            "target": self.targets[index],
-        }
+        row = self.rows[index]
+        item = {"image": load_image(row["image_path"]), "prompt": self.prompts[index], "target": self.targets[index]}
+        if self.grounding:
+            item["colour_positions"] = [[float("nan")] * 3 if p is None else p for p in row["colour_positions"]]
+            item["gripper"] = row["gripper"][:2]
+        return item
 
     def class_weights(self) -> tuple[float, float]:
         """(positive, negative) weights giving each class half of the total weight."""
@@ -142,6 +153,9 @@ class FrameCollator:
         targets = torch.tensor([i["target"] for i in items], dtype=torch.float32)
         batch["targets"] = targets
         batch["weights"] = torch.where(targets >= 0.5, self.weights[0], self.weights[1]).float()
+        if "colour_positions" in items[0]:
+            batch["colour_positions"] = torch.tensor([i["colour_positions"] for i in items], dtype=torch.float32)
+            batch["grippers"] = torch.tensor([i["gripper"] for i in items], dtype=torch.float32)
         return batch
 
 
@@ -152,21 +166,55 @@ def make_trainer_class():
 
     class ProcessRewardTrainer(Trainer):
         """A ``transformers.Trainer`` whose loss is the weighted cross-entropy between the 2-way
-        softmax over the answer tokens at the answer position and the target probability."""
+        softmax over the answer tokens at the answer position and the target probability.
 
-        def __init__(self, *args, answer_ids: list[int], **kwargs):
+        With ``grounding`` (a :class:`vla_rl.grounding.GroundingLoss`), training batches add
+        ``grounding_weight`` times its loss at the instruction's colour words; its head is
+        optimised with the model, saved in every ``checkpoint-N/`` and restored on resume, and
+        is not part of the final checkpoint. Evaluation losses are the PRM loss alone."""
+
+        def __init__(self, *args, answer_ids: list[int], grounding=None, grounding_weight: float = 0.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.answer_ids = list(answer_ids)
+            self.grounding = grounding
+            self.grounding_weight = grounding_weight
+            self._grounding_losses: list[float] = []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             targets, weights = inputs.pop("targets"), inputs.pop("weights")
-            logits = model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
-            pair = logits[:, self.answer_ids].float()
+            where, grippers = inputs.pop("colour_positions", None), inputs.pop("grippers", None)
+            ground = self.grounding is not None and where is not None and model.training
+            outputs = model(**inputs, logits_to_keep=1, use_cache=False, output_hidden_states=ground)
+            pair = outputs.logits[:, -1, self.answer_ids].float()
             logp = torch.log_softmax(pair, dim=-1)
             per_frame = -(targets * logp[:, 0] + (1.0 - targets) * logp[:, 1])
             loss = (weights * per_frame).sum() / weights.sum()
+            if ground:
+                aux = self.grounding(outputs.hidden_states, inputs["input_ids"], where, grippers)
+                if aux is not None:
+                    loss = loss + self.grounding_weight * aux
+                    self._grounding_losses.append(float(aux.detach()))
             return (loss, {"logits": pair}) if return_outputs else loss
+
+        def log(self, logs: dict, *args, **kwargs) -> None:
+            if self._grounding_losses and "loss" in logs:
+                logs["grounding_loss"] = round(sum(self._grounding_losses) / len(self._grounding_losses), 4)
+                self._grounding_losses.clear()
+            super().log(logs, *args, **kwargs)
+
+        def create_optimizer(self, *args, **kwargs):
+            optimizer = super().create_optimizer(*args, **kwargs)
+            if self.grounding is not None and not any(
+                p is q for group in optimizer.param_groups for p in group["params"] for q in self.grounding.parameters()
+            ):
+                optimizer.add_param_group({"params": list(self.grounding.parameters()), "weight_decay": 0.0})
+            return optimizer
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            super().save_model(output_dir, _internal_call)
+            if self.grounding is not None and output_dir is not None and self.args.should_save:
+                torch.save(self.grounding.state_dict(), os.path.join(output_dir, GROUNDING_HEAD_FILE))
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             inputs = self._prepare_inputs(inputs)
@@ -206,6 +254,8 @@ def prepare_model(config: PRMTrainConfig):
             bias="none",
         )
         model = get_peft_model(model, lora)
+    elif config.freeze_vision:
+        model.model.visual.requires_grad_(False)
     model.train()
     return model, mode, total
 
@@ -299,10 +349,21 @@ def train_prm(config: PRMTrainConfig) -> dict:
         answer_ids = answer_token_ids(processor.tokenizer, ANSWER_PAIRS[config.answer_tokens])
     except ValueError as exc:
         raise ValueError(f"--answer_tokens {config.answer_tokens}: {exc}") from None
-    train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
+    grounded = config.grounding_weight > 0
+    if grounded and not all("colour_positions" in row and "gripper" in row for row in train_rows):
+        raise ValueError(
+            f"--grounding_weight needs a dataset whose rows record colour_positions and gripper; {config.data} "
+            "has rows without them (build it again with `python -m reward.data --method expert`)."
+        )
+    train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, grounded)
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
     weights = train_set.class_weights() if config.class_balance else (1.0, 1.0)
     model, mode, total = prepare_model(config)
+    grounding = None
+    if grounded:
+        from vla_rl.grounding import GroundingLoss
+
+        grounding = GroundingLoss.for_model(model, processor.tokenizer, config.grounding_layer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"[PRM train] {mode} fine-tuning: {trainable:,} of {total:,} parameters trainable; "
@@ -316,8 +377,12 @@ def train_prm(config: PRMTrainConfig) -> dict:
         data_collator=FrameCollator(processor, weights),
         compute_metrics=compute_metrics,
         answer_ids=answer_ids,
+        grounding=grounding,
+        grounding_weight=config.grounding_weight,
     )
     resume = get_last_checkpoint(config.out) if config.resume and os.path.isdir(config.out) else None
+    if grounding is not None and resume and os.path.isfile(os.path.join(resume, GROUNDING_HEAD_FILE)):
+        grounding.load_state_dict(torch.load(os.path.join(resume, GROUNDING_HEAD_FILE), weights_only=True))
     started = time.time()
     before = trainer.evaluate(metric_key_prefix="initial")
     result = trainer.train(resume_from_checkpoint=resume)
@@ -381,6 +446,20 @@ def parse_args(argv: list[str] | None = None) -> PRMTrainConfig:
     p.add_argument("--save_total_limit", type=int, default=defaults.save_total_limit)
     p.add_argument("--logging_steps", type=int, default=defaults.logging_steps)
     p.add_argument("--class_balance", type=str2bool, default=defaults.class_balance)
+    p.add_argument(
+        "--grounding_weight",
+        type=float,
+        default=defaults.grounding_weight,
+        help="weight of the grounding loss at the instruction's colour words (vla_rl.grounding; 0: off; "
+        "needs an expert dataset, whose rows record colour_positions)",
+    )
+    p.add_argument("--grounding_layer", type=int, default=defaults.grounding_layer, help="0: the middle layer")
+    p.add_argument(
+        "--freeze_vision",
+        type=str2bool,
+        default=defaults.freeze_vision,
+        help="full fine-tuning: keep the vision tower fixed (e.g. one pretrained by vla_rl.vision_pretrain)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--resume", type=str2bool, default=False, help="continue from the last checkpoint-N in --out")
     p.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False, help="start --out afresh")

@@ -32,6 +32,23 @@ def test_rows_carry_consistent_labels(dataset):
     assert image.shape == (32, 32, 3)
 
 
+def test_rows_record_where_the_gripper_and_each_colour_are(dataset):
+    from envs.scene import COLOUR_NAMES
+
+    rows = load_rows(dataset, "train") + load_rows(dataset, "validation")
+    for row in rows:
+        assert len(row["colour_positions"]) == len(COLOUR_NAMES) and len(row["gripper"]) == 3
+        named = [c for c in COLOUR_NAMES if f" {c} " in f" {row['instruction']} "]
+        assert named and all(row["colour_positions"][COLOUR_NAMES.index(c)] is not None for c in named)
+    # a completed reach frame has the gripper on the named block, in the same row
+    touched = [r for r in rows if r["task"] == "VLARL/Reach-v0" and r["success"]]
+    assert touched
+    for row in touched:
+        colour = row["instruction"].split()[-2]
+        block = np.asarray(row["colour_positions"][COLOUR_NAMES.index(colour)])
+        assert np.linalg.norm(np.asarray(row["gripper"][:2]) - block[:2]) < 0.03
+
+
 def test_split_is_by_initial_state_and_recorded_in_meta(dataset):
     meta = read_meta(dataset)
     train, val = load_rows(dataset, "train"), load_rows(dataset, "validation")
@@ -79,6 +96,8 @@ def test_missing_image_is_a_clear_error(dataset, tmp_path):
         ({"completion_token": "?"}, "completion_token must be"),
         ({"he": 0.5}, "he must be"),
         ({"se": 3.0}, "se must be a number"),
+        ({"gripper": [0.1, 0.2]}, "gripper must be"),
+        ({"colour_positions": [[0.1, 0.2, "x"]]}, "colour_positions must be"),
     ],
 )
 def test_wrong_labels_are_clear_errors(dataset, tmp_path, change, message):

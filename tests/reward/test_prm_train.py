@@ -87,6 +87,54 @@ def test_resume_continues_from_the_last_checkpoint(dataset, tiny_qwen, tmp_path)
     assert second["resumed_from"].endswith("checkpoint-30") and second["steps"] == 60
 
 
+def test_grounding_loss_trains_a_head_that_checkpoints_and_resumes(dataset, tiny_qwen, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from reward.train_prm import GROUNDING_HEAD_FILE
+
+    out = tmp_path / "grounded"
+    config = _config(dataset, tiny_qwen, out, max_steps=30, grounding_weight=1.0, freeze_vision=True)
+    train_prm(config)
+    head_path = out / "checkpoint-30" / GROUNDING_HEAD_FILE
+    first_head = torch.load(head_path, weights_only=True)
+    state = json.load(open(out / "checkpoint-30" / "trainer_state.json"))
+    grounding = [e["grounding_loss"] for e in state["log_history"] if "grounding_loss" in e]
+    assert len(grounding) == 3 and all(np.isfinite(grounding))
+    before, after = (
+        load_file(os.path.join(tiny_qwen, "model.safetensors")),
+        load_file(str(out / "checkpoint-30" / "model.safetensors")),
+    )
+    visual = [k for k in before if ".visual." in k or k.startswith("visual.")]
+    assert visual and all(torch.equal(before[k], after[k]) for k in visual)  # --freeze_vision True
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in visual)
+    assert not (out / "final_checkpoint" / GROUNDING_HEAD_FILE).exists()  # training-only head
+    # resuming restores the head from checkpoint-30: mark it, and the resumed run must start from the mark
+    marked = {k: torch.full_like(v, 5.0) for k, v in first_head.items()}
+    torch.save(marked, head_path)
+    train_prm(_config(dataset, tiny_qwen, out, max_steps=60, grounding_weight=1.0, freeze_vision=True, resume=True))
+    second_head = torch.load(out / "checkpoint-60" / GROUNDING_HEAD_FILE, weights_only=True)
+    drift = max(float((second_head[k] - 5.0).abs().max()) for k in second_head)
+    assert 0 < drift < 0.2  # 30 Adam steps at lr 3e-3 from the mark; a fresh head would sit near 0
+
+
+def test_grounding_needs_a_dataset_with_colour_positions(dataset, tiny_qwen, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "plain"
+    shutil.copytree(dataset, copy)
+    path = copy / "train.jsonl"
+    rows = [json.loads(line) for line in open(path)]
+    for row in rows:
+        del row["colour_positions"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--data", str(copy), "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]
+    assert main(argv + ["--grounding_weight", "1"]) == 2
+    assert "record colour_positions" in capsys.readouterr().err
+    assert main(argv + ["--grounding_weight", "-1"]) == 2
+    assert "--grounding_weight must be >= 0" in capsys.readouterr().err
+
+
 def test_bad_input_is_reported_before_loading(dataset, tiny_qwen, tmp_path, capsys):
     assert (
         main(["--data", str(tmp_path / "none"), "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]) == 2
