@@ -11,7 +11,8 @@
 # Stage "prm" (assets/models/prm-small):
 #   1. a simulator-labelled PRM dataset from perturbed experts (noise levels, decoy targets),
 #      and a held-out one from disjoint seeds,
-#   2. build an untrained vla-small-shaped checkpoint and train it with reward.train_prm,
+#   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
+#      not run), and train it with reward.train_prm (vision tower frozen, grounding loss),
 #   3. evaluate it on the held-out dataset (frame F1, value-order correlation, ...) and install it
 #      only if it meets the targets (FORCE_INSTALL_PRM=1 installs it regardless).
 # Each model is installed atomically. Deterministic under SEED. Wall times on a 2-core CPU
@@ -76,12 +77,20 @@ if [[ " $STAGES " == *" prm "* ]]; then
         --image_size 56 --out "$WORK/prm-data" --overwrite
     "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples $(( (PRM_EPISODES + 3) / 4 )) \
         --seed "$HELDOUT_SEED" --image_size 56 --out "$WORK/prm-heldout" --overwrite
-    echo "[prm 2/4] untrained PRM checkpoint (vla-small shape, position frame)"
-    "$PYTHON" -m vla_rl.qwen.build --preset vla-small --position-frame --seed "$SEED" --out "$WORK/prm-init" --overwrite
-    echo "[prm 3/4] PRM training ($PRM_STEPS steps, target: completion, rising with progress before it)"
-    "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$WORK/prm-init" \
-        --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 \
-        --eval_steps 500 --save_steps 500 --logging_steps 100 --seed "$SEED" --overwrite
+    if [ -f "$WORK/vla-vision/vision_pretrain.json" ]; then
+        echo "[prm 2/4] PRM initialisation: the vision-pretrained checkpoint of the vla stage ($WORK/vla-vision)"
+    else
+        echo "[prm 2/4] PRM initialisation: untrained vla-small checkpoint + vision pretraining ($VISION_STEPS steps)"
+        "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
+            --out "$WORK/vla-init" --overwrite
+        "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
+            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --seed "$SEED" --overwrite
+    fi
+    echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss; target: completion," \
+        "rising with progress before it)"
+    "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$WORK/vla-vision" \
+        --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
+        --grounding_weight 1 --eval_steps 1000 --save_steps 1000 --logging_steps 100 --seed "$SEED" --overwrite
     echo "[prm 4/4] held-out evaluation; installed as $PRM_OUT only if it meets the targets (F1 >= 0.90, value-order >= 0.80)"
     "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
         --data "$WORK/prm-heldout" --split all --out "$WORK/prm-eval"
