@@ -204,10 +204,9 @@ def make_trainer_class():
             super().log(logs, *args, **kwargs)
 
         def create_optimizer(self, *args, **kwargs):
+            fresh = self.optimizer is None  # the Trainer builds it once and returns it afterwards
             optimizer = super().create_optimizer(*args, **kwargs)
-            if self.grounding is not None and not any(
-                p is q for group in optimizer.param_groups for p in group["params"] for q in self.grounding.parameters()
-            ):
+            if fresh and self.grounding is not None:
                 optimizer.add_param_group({"params": list(self.grounding.parameters()), "weight_decay": 0.0})
             return optimizer
 
