@@ -91,7 +91,7 @@ def test_grounding_loss_trains_a_head_that_checkpoints_and_resumes(dataset, tiny
     import torch
     from safetensors.torch import load_file
 
-    from reward.train_prm import GROUNDING_HEAD_FILE
+    from reward.prm_trainer import GROUNDING_HEAD_FILE
 
     out = tmp_path / "grounded"
     config = _config(dataset, tiny_qwen, out, max_steps=30, grounding_weight=1.0, freeze_vision=True)

@@ -1,0 +1,149 @@
+"""The pieces the Hugging Face ``Trainer`` needs to train a process reward model: frames of a
+PRM dataset as examples (:class:`FrameDataset`), their collation into model inputs
+(:class:`FrameCollator`), ``ProcessRewardTrainer`` (:func:`make_trainer_class`) and the frame
+metrics it reports (:func:`compute_metrics`). The command line is :mod:`reward.train_prm`."""
+
+from __future__ import annotations
+
+import os
+
+from reward import labels as L
+
+GROUNDING_HEAD_FILE = "grounding_head.pt"
+
+
+class FrameDataset:
+    """Rows of one split as training examples (the image is read when the item is); with
+    ``grounding``, each item also carries where every palette colour's object and the gripper are."""
+
+    def __init__(
+        self, rows: list[dict], target: str, progress_weight: float, prompt_template: str, grounding: bool = False
+    ):
+        self.rows = rows
+        self.targets = [L.target_probability(target, row, progress_weight) for row in rows]
+        self.prompts = [prompt_template.format(instruction=row["instruction"]) for row in rows]
+        self.grounding = grounding
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        from reward.dataset import load_image
+
+        row = self.rows[index]
+        item = {"image": load_image(row["image_path"]), "prompt": self.prompts[index], "target": self.targets[index]}
+        if self.grounding:
+            item["colour_positions"] = [[float("nan")] * 3 if p is None else p for p in row["colour_positions"]]
+            item["gripper"] = row["gripper"][:2]
+        return item
+
+    def class_weights(self) -> tuple[float, float]:
+        """(positive, negative) weights giving each class half of the total weight."""
+        positives = sum(t >= 0.5 for t in self.targets)
+        negatives = len(self.targets) - positives
+        if not positives or not negatives:
+            return 1.0, 1.0
+        return len(self.targets) / (2 * positives), len(self.targets) / (2 * negatives)
+
+
+class FrameCollator:
+    """Stacks frames and prompts into model inputs plus ``targets`` and ``weights``."""
+
+    def __init__(self, processor, weights: tuple[float, float]):
+        self.processor = processor
+        self.weights = weights
+
+    def __call__(self, items: list[dict]) -> dict:
+        import numpy as np
+        import torch
+
+        batch = self.processor(np.stack([i["image"] for i in items]), [i["prompt"] for i in items])
+        targets = torch.tensor([i["target"] for i in items], dtype=torch.float32)
+        batch["targets"] = targets
+        batch["weights"] = torch.where(targets >= 0.5, self.weights[0], self.weights[1]).float()
+        if "colour_positions" in items[0]:
+            batch["colour_positions"] = torch.tensor([i["colour_positions"] for i in items], dtype=torch.float32)
+            batch["grippers"] = torch.tensor([i["gripper"] for i in items], dtype=torch.float32)
+        return batch
+
+
+def make_trainer_class():
+    """``ProcessRewardTrainer`` (built on first use so that importing this module stays cheap)."""
+    import torch
+    from transformers import Trainer
+
+    class ProcessRewardTrainer(Trainer):
+        """A ``transformers.Trainer`` whose loss is the weighted cross-entropy between the 2-way
+        softmax over the answer tokens at the answer position and the target probability.
+
+        With ``grounding`` (a :class:`vla_rl.grounding.GroundingLoss`), training batches add
+        ``grounding_weight`` times its loss at the instruction's colour words; its head is
+        optimised with the model, saved in every ``checkpoint-N/`` and restored on resume, and
+        is not part of the final checkpoint. Evaluation losses are the PRM loss alone."""
+
+        def __init__(self, *args, answer_ids: list[int], grounding=None, grounding_weight: float = 0.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.answer_ids = list(answer_ids)
+            self.grounding = grounding
+            self.grounding_weight = grounding_weight
+            self._grounding_losses: list[float] = []
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            targets, weights = inputs.pop("targets"), inputs.pop("weights")
+            where, grippers = inputs.pop("colour_positions", None), inputs.pop("grippers", None)
+            ground = self.grounding is not None and where is not None and model.training
+            outputs = model(**inputs, logits_to_keep=1, use_cache=False, output_hidden_states=ground)
+            pair = outputs.logits[:, -1, self.answer_ids].float()
+            logp = torch.log_softmax(pair, dim=-1)
+            per_frame = -(targets * logp[:, 0] + (1.0 - targets) * logp[:, 1])
+            loss = (weights * per_frame).sum() / weights.sum()
+            if ground:
+                aux = self.grounding(outputs.hidden_states, inputs["input_ids"], where, grippers)
+                if aux is not None:
+                    loss = loss + self.grounding_weight * aux
+                    self._grounding_losses.append(float(aux.detach()))
+            return (loss, {"logits": pair}) if return_outputs else loss
+
+        def log(self, logs: dict, *args, **kwargs) -> None:
+            if self._grounding_losses and "loss" in logs:
+                logs["grounding_loss"] = round(sum(self._grounding_losses) / len(self._grounding_losses), 4)
+                self._grounding_losses.clear()
+            super().log(logs, *args, **kwargs)
+
+        def create_optimizer(self, *args, **kwargs):
+            fresh = self.optimizer is None  # the Trainer builds it once and returns it afterwards
+            optimizer = super().create_optimizer(*args, **kwargs)
+            if fresh and self.grounding is not None:
+                optimizer.add_param_group({"params": list(self.grounding.parameters()), "weight_decay": 0.0})
+            return optimizer
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            super().save_model(output_dir, _internal_call)
+            if self.grounding is not None and output_dir is not None and self.args.should_save:
+                torch.save(self.grounding.state_dict(), os.path.join(output_dir, GROUNDING_HEAD_FILE))
+
+        def restore_grounding_head(self, checkpoint: str) -> None:
+            """Load the grounding head that :meth:`save_model` wrote into ``checkpoint`` (if both exist)."""
+            path = os.path.join(checkpoint, GROUNDING_HEAD_FILE)
+            if self.grounding is not None and os.path.isfile(path):
+                self.grounding.load_state_dict(torch.load(path, weights_only=True))
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+            p_positive = torch.softmax(outputs["logits"], dim=-1)[:, :1]
+            return loss.detach(), p_positive.detach(), inputs["targets"].detach()
+
+    return ProcessRewardTrainer
+
+
+def compute_metrics(eval_prediction) -> dict:
+    """Frame-level metrics of P(positive) against the hard label (target >= 0.5)."""
+    from reward.prm_metrics import frame_metrics
+
+    scores = eval_prediction.predictions.reshape(-1)
+    labels = eval_prediction.label_ids.reshape(-1) >= 0.5
+    metrics = frame_metrics(scores, labels)
+    return {k: metrics[k] for k in ("f1", "precision", "recall", "balanced_hmean", "ece", "brier")}
