@@ -86,7 +86,9 @@ def resolve_policy_path(path: str) -> str:
     return path
 
 
-def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool, ranks=None) -> str:
+def save_checkpoint(
+    run_dir: str, iteration: int, policy, optimizer, state: dict, lora: bool, ranks=None, lora_template=None
+) -> str:
     """``checkpoints/iter_NNNNNN/`` (policy/, adapter/ with LoRA, trainer_state.pt), written
     under a temporary name and renamed; then the ``latest`` pointer is replaced atomically.
     A crash at any point leaves the previous checkpoint and pointer intact.
@@ -94,7 +96,8 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
     With several FSDP ``ranks`` (collective: every rank calls) the policy and the optimizer state
     are gathered into full tensors and rank 0 writes them: the policy in the single-process
     format, the optimizer state keyed by parameter name (``optimizer_full``), with every rank's
-    RNG state; :func:`restore_trainer_state` loads it back into a run of the same world size."""
+    RNG state; :func:`restore_trainer_state` loads it back into a run of the same world size. A
+    sharded LoRA run passes rank 0's ``lora_template`` (:func:`vla_rl.distributed.fsdp.lora_template`)."""
     from vla_rl.atomic import atomic_directory
     from vla_rl.policy.checkpoint import save_policy
 
@@ -110,18 +113,19 @@ def save_checkpoint(run_dir: str, iteration: int, policy, optimizer, state: dict
         optimizer_full = get_optimizer_state_dict(policy, optimizer, options=full)  # rank 0 holds it
         rngs = ranks.gather(rng_state())
         if not ranks.is_main:
-            save_full_policy(policy, None)  # the gather is collective; rank 0 writes
+            save_full_policy(policy, None, template=lora_template)  # the gather is collective; rank 0 writes
             return os.path.join(folder, name)
     with atomic_directory(os.path.join(folder, name), overwrite=True) as tmp:
         os.makedirs(os.path.join(tmp, "policy"))
         if sharded:
-            save_full_policy(policy, os.path.join(tmp, "policy"))
+            adapter = os.path.join(tmp, "adapter") if lora else None
+            save_full_policy(policy, os.path.join(tmp, "policy"), template=lora_template, adapter_directory=adapter)
             trainer_state = {**state, "optimizer": None, "optimizer_full": optimizer_full, "rng_per_rank": rngs}
             trainer_state["fsdp_world_size"] = ranks.world
         else:
             save_policy(policy, os.path.join(tmp, "policy"), model=exported_model(policy, lora))
             trainer_state = {**state, "optimizer": optimizer.state_dict()}
-        if lora:
+        if lora and not sharded:
             policy.model.save_pretrained(os.path.join(tmp, "adapter"))
         torch.save({**trainer_state, "rng": rng_state()}, os.path.join(tmp, TRAINER_STATE))
     pointer = os.path.join(folder, LATEST)

@@ -228,10 +228,6 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         for part in (self.run, self.env, self.ppo, self.prm, self.policy, self.scale):
             part.validate()
-        if self.scale.backends.fsdp and self.policy.lora_rank > 0:
-            raise ValueError(
-                "--lora_rank with FSDP is not supported; train LoRA in one process (--lora_rank 0 for FSDP)."
-            )
         if self.scale.num_env_workers > self.env.num_envs:
             raise ValueError(f"--num_env_workers ({self.scale.num_env_workers}) must be <= --num_envs.")
         return self

@@ -38,7 +38,7 @@ from vla_rl.checkpointing import (
     save_checkpoint,
 )
 from vla_rl.config import TrainConfig
-from vla_rl.distributed.fsdp import full_tensor, gathered, shard_policy
+from vla_rl.distributed.fsdp import full_tensor, gathered, lora_template, shard_policy
 from vla_rl.distributed.ranks import SINGLE, Ranks, join_ranks
 from vla_rl.distributed.runtime import training_env
 from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
@@ -209,9 +209,14 @@ def train(config: TrainConfig) -> dict:
     say(config.scale.backends.describe(), flush=True)
 
     lora = config.policy.lora_rank > 0
+    if ranks.world > 1:  # every rank builds the same policy (LoRA's random init included) before sharding
+        torch.manual_seed(config.run.seed)
     policy = load_run_policy(config, resume_from)
+    template = None
     if ranks.world > 1:
+        template = lora_template(policy) if lora else None
         shard_policy(policy)
+        torch.manual_seed(config.run.seed + ranks.rank)
     policy.value_trunk_grad = config.ppo.value_trunk_grad
     reference = None
     if config.ppo.kl_coef > 0:
@@ -350,7 +355,14 @@ def train(config: TrainConfig) -> dict:
                 )
             if state["iteration"] % config.run.save_freq == 0:
                 save_checkpoint(
-                    run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora, ranks
+                    run_dir,
+                    state["iteration"],
+                    policy,
+                    optimizer,
+                    {**state, "config": config.to_dict()},
+                    lora,
+                    ranks,
+                    template,
                 )
     finally:
         bar.close()
@@ -358,7 +370,7 @@ def train(config: TrainConfig) -> dict:
         if videos is not None:
             videos.close()
     final = save_checkpoint(
-        run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora, ranks
+        run_dir, state["iteration"], policy, optimizer, {**state, "config": config.to_dict()}, lora, ranks, template
     )
     if ranks.world > 1:  # the ranks are done together; rank 0 evaluates the gathered checkpoint alone
         torch.distributed.destroy_process_group()

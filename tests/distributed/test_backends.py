@@ -87,11 +87,3 @@ def test_actor_shares_always_fit_the_cluster():
     assert plan.bundles == [{"CPU": 1.0}] * 4 + [{"CPU": 1.0, "GPU": 1}]
     with pytest.raises(ValueError, match="--num_env_workers"):
         plan_resources(cpus=2, gpus=0, num_workers=0, prm_server=False, prm_on_gpu=False)
-
-
-def test_fsdp_runs_refuse_lora_before_anything_loads(monkeypatch, capsys):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    for flags, message in ((["--lora_rank", "8"], "--lora_rank with FSDP is not supported"),):
-        with pytest.raises(SystemExit):
-            parse_config(flags)
-        assert message in capsys.readouterr().err

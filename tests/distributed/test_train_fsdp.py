@@ -64,12 +64,18 @@ def update_config(checkpoint: str):
     )
 
 
-def policy_and_optimizer(checkpoint: str):
+def policy_and_optimizer(checkpoint: str, lora: bool = False):
     from tests.policies import tiny_vla_policy
+    from vla_rl.checkpointing import apply_lora
 
     torch.manual_seed(0)
     policy = tiny_vla_policy(checkpoint, max_batch=2)
     torch.nn.init.normal_(policy.value_head.weight, std=0.01)
+    if lora:
+        apply_lora(policy, rank=4, alpha=8)
+        for name, param in policy.model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero; non-zero B gives A a gradient in the first step
+                torch.nn.init.normal_(param, std=0.02)
     return policy
 
 
@@ -83,14 +89,22 @@ def with_tokens(part, policy, rank):
     return part
 
 
-def fsdp_update(rank, world, port, checkpoint, out):
+def fsdp_update(rank, world, port, checkpoint, out, lora):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    from vla_rl.distributed.fsdp import full_state_dicts, init_distributed, shard_policy
+    from vla_rl.distributed.fsdp import (
+        full_state_dicts,
+        init_distributed,
+        lora_template,
+        save_full_policy,
+        shard_policy,
+    )
     from vla_rl.trainer import ppo_update
 
     init_distributed()
-    policy = shard_policy(policy_and_optimizer(checkpoint))
+    policy = policy_and_optimizer(checkpoint, lora)
+    template = lora_template(policy) if lora else None
+    policy = shard_policy(policy)
     batch, advantages, returns = with_tokens(rank_batch(rank), policy, rank)
     metrics = ppo_update(
         policy, optimizer_of(policy), batch, advantages, returns, update_config(checkpoint), ranks=Ranks(rank, world)
@@ -98,16 +112,21 @@ def fsdp_update(rank, world, port, checkpoint, out):
     model_state, head_state = full_state_dicts(policy)
     if rank == 0:
         torch.save({"metrics": metrics, "model": model_state, "head": head_state}, os.path.join(out, "fsdp.pt"))
+    if lora:  # the checkpoint format of a sharded LoRA run: adapter/ and the merged policy/
+        for name in ("policy", "adapter"):
+            os.makedirs(os.path.join(out, name), exist_ok=True)
+        save_full_policy(policy, os.path.join(out, "policy"), template=template, adapter_directory=f"{out}/adapter")
     torch.distributed.destroy_process_group()
 
 
-def test_fsdp_ppo_update_equals_the_single_process_update_on_the_union(tiny_qwen, tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_fsdp_ppo_update_equals_the_single_process_update_on_the_union(tiny_qwen, tmp_path, lora):
     from vla_rl.trainer import ppo_update
 
-    mp.spawn(fsdp_update, args=(2, free_port(), tiny_qwen, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(fsdp_update, args=(2, free_port(), tiny_qwen, str(tmp_path), lora), nprocs=2, join=True)
     fsdp = torch.load(tmp_path / "fsdp.pt")
 
-    policy = policy_and_optimizer(tiny_qwen)
+    policy = policy_and_optimizer(tiny_qwen, lora)
     start = {k: v.clone() for k, v in policy.model.state_dict().items()}
     batch, advantages, returns = union([with_tokens(rank_batch(r), policy, r) for r in range(2)])
     metrics = ppo_update(policy, optimizer_of(policy), batch, advantages, returns, update_config(tiny_qwen))
@@ -120,6 +139,23 @@ def test_fsdp_ppo_update_equals_the_single_process_update_on_the_union(tiny_qwen
         changed += not torch.equal(start[name], tensor)
     assert changed > 0  # the update did something
     torch.testing.assert_close(fsdp["head"]["weight"], policy.value_head.weight.detach(), atol=2e-5, rtol=1e-4)
+    if lora:
+        from peft import PeftModel
+
+        from vla_rl.checkpointing import exported_model
+        from vla_rl.policy.checkpoint import load_policy
+
+        trained = [n for n, t in policy.model.state_dict().items() if not torch.equal(start[n], t)]
+        assert trained and all("lora_" in n for n in trained)  # only the adapter trains; the base stays frozen
+        merged = load_policy(str(tmp_path / "policy")).model.state_dict()
+        expected = exported_model(policy, lora=True).state_dict()
+        assert set(merged) == set(expected)
+        for name, tensor in expected.items():
+            torch.testing.assert_close(merged[name], tensor, atol=2e-5, rtol=1e-4, msg=name)
+        base = policy_and_optimizer(tiny_qwen).model
+        adapter = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).state_dict()
+        for name in trained:
+            torch.testing.assert_close(adapter[name], policy.model.state_dict()[name], atol=2e-5, rtol=1e-4, msg=name)
 
 
 def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
@@ -172,3 +208,40 @@ def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
     assert resumed.stdout.count("resumed from") == 1
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [row["progress/iteration"] for row in rows] == [1, 2] and rows[1]["progress/episodes"] == 8
+
+
+def test_torchrun_trains_a_lora_policy_with_fsdp_and_resumes(tiny_qwen, tmp_path):
+    from vla_rl.policy.checkpoint import load_policy
+
+    flags = ["--vla_path", tiny_qwen, "--task_ids", "reach", "--num_envs", "2", "--num_steps", "6"]
+    flags += ["--max_env_length", "5", "--image_size", "56", "--max_iterations", "1", "--total_episodes", "100"]
+    flags += ["--num_minibatches", "1", "--local_rollout_forward_batch_size", "4", "--eval_episodes", "0"]
+    flags += ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob", "--progress", "False"]
+    flags += ["--run_root_dir", str(tmp_path), "--exp_name", "run", "--threads", "1", "--fsdp", "True"]
+    flags += ["--lora_rank", "4", "--learning_rate", "1e-2"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+
+    def torchrun(*extra):
+        return subprocess.run(
+            [*launcher, str(free_port()), "-m", "vla_rl.train", *flags, *extra],
+            capture_output=True,
+            text=True,
+            timeout=500,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    result = torchrun()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "training: FSDP over 2 processes" in result.stdout
+    checkpoint = json.load(open(tmp_path / "run" / "summary.json"))["final_checkpoint"]
+    assert os.path.isfile(os.path.join(checkpoint, "adapter", "adapter_config.json"))
+    start = load_policy(tiny_qwen).model.state_dict()
+    merged = load_policy(os.path.join(checkpoint, "policy")).model.state_dict()  # LoRA merged, plain format
+    assert set(merged) == set(start)
+    changed = {name for name in start if not torch.equal(start[name], merged[name])}
+    assert changed and all("language_model" in name and name.endswith("proj.weight") for name in changed)
+    resumed = torchrun("--resume", "True", "--max_iterations", "2")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert resumed.stdout.count("resumed from") == 1
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [row["progress/iteration"] for row in rows] == [1, 2]

@@ -7,11 +7,15 @@ samples and the update equals single-process training on the union of the ranks'
 Ranks come from ``torchrun`` (NCCL on CUDA, gloo on CPU). Checkpoints are gathered into full
 tensors and written by rank 0 in the single-process format (:func:`save_full_policy`), so any
 checkpoint loads with :func:`vla_rl.policy.checkpoint.load_policy` regardless of how it was
-trained.
+trained. A LoRA policy (``--lora_rank``) is sharded the same way, its frozen base included; rank 0
+keeps an unsharded CPU copy of the PeftModel (:func:`lora_template`) into which the gathered
+weights are loaded at each save, so the adapter and the merged policy are written with peft's
+own ``save_pretrained`` and ``merge_and_unload``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager
 
@@ -70,15 +74,30 @@ def full_state_dicts(policy) -> tuple[dict, dict]:
     return model, head
 
 
-def save_full_policy(policy, directory: str | None, image_size: int | None = None) -> None:
+def lora_template(policy):
+    """An unsharded CPU copy of a LoRA policy's PeftModel on rank 0 (``None`` on other ranks);
+    take it before :func:`shard_policy`."""
+    return copy.deepcopy(policy.model).cpu() if dist.get_rank() == 0 else None
+
+
+def save_full_policy(
+    policy, directory: str | None, image_size: int | None = None, template=None, adapter_directory: str | None = None
+) -> None:
     """Gather the sharded policy and write it from rank 0 into ``directory`` in the format of
     :func:`vla_rl.policy.checkpoint.save_policy` (collective: every rank calls; only rank 0's
-    ``directory`` is used)."""
+    ``directory`` is used). With a LoRA ``template`` (see :func:`lora_template`) the gathered
+    weights go into it, the adapter is written to ``adapter_directory`` and the policy merged."""
     from vla_rl.policy.checkpoint import save_policy
 
     model_state, head_state = full_state_dicts(policy)
     if dist.get_rank() == 0:
-        save_policy(policy, directory, image_size, state_dict=model_state, value_state=head_state)
+        if template is None:
+            save_policy(policy, directory, image_size, state_dict=model_state, value_state=head_state)
+        else:
+            template.load_state_dict(model_state)
+            template.save_pretrained(adapter_directory)
+            merged = copy.deepcopy(template).merge_and_unload()
+            save_policy(policy, directory, image_size, model=merged, value_state=head_state)
     dist.barrier()
 
 
