@@ -167,6 +167,9 @@ class ScaleConfig:
     rollout_backend: str = field(default="auto", metadata={"help": "VLA rollout engine: auto | hf | vllm"})
     prm_backend: str = field(default="auto", metadata={"help": "PRM engine: auto | hf | vllm"})
     fsdp: str = field(default="auto", metadata={"help": "FSDP training across torchrun ranks: auto | True | False"})
+    fsdp_ranks: int = field(
+        default=0, metadata={"help": "FSDP ranks to launch as Ray Train workers from this process (0: torchrun's)"}
+    )
     vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "GPU memory share of each vLLM engine"})
 
     def validate(self) -> None:
@@ -179,7 +182,7 @@ class ScaleConfig:
             share = self.vllm_gpu_memory_utilization
             raise ValueError(f"--vllm_gpu_memory_utilization must be in (0, 1], got {share}.")
         self.backends = resolve_backends(
-            self.use_ray, self.rollout_backend, self.prm_backend, self.fsdp, self.ray_address
+            self.use_ray, self.rollout_backend, self.prm_backend, self.fsdp, self.ray_address, self.fsdp_ranks
         )
 
 

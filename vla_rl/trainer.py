@@ -183,6 +183,18 @@ def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None,
     return metrics
 
 
+def checked_run_dir(config: TrainConfig) -> str | None:
+    """The checkpoint to resume (``None``: a new run); refuses a new run over an old one."""
+    resume_from = latest_checkpoint(config.run_dir) if config.run.resume else None
+    if config.run.resume and resume_from is None:
+        raise FileNotFoundError(f"--resume True but {config.run_dir} has no checkpoint; start without --resume.")
+    if not config.run.resume and os.path.isdir(os.path.join(config.run_dir, CHECKPOINTS)):
+        raise FileExistsError(
+            f"{config.run_dir} already holds a run; pass --resume True to continue it or a new --exp_name."
+        )
+    return resume_from
+
+
 def train(config: TrainConfig) -> dict:
     """Run PPO as configured; returns the final summary (also written to ``summary.json``)."""
     from vla_rl.metrics import MetricLogger
@@ -190,12 +202,13 @@ def train(config: TrainConfig) -> dict:
     from vla_rl.rollout import EpisodeVideos, Rollout, assign_tasks
 
     run_dir = config.run_dir
+    resume_from = checked_run_dir(config)
+    if config.scale.backends.launch_ranks > 1:  # this process only launches the ranks (Ray Train workers)
+        from vla_rl.distributed.ray_train import launch_ranks
+
+        print(config.scale.backends.describe(), flush=True)
+        return launch_ranks(config)
     ranks = join_ranks() if config.scale.backends.fsdp else SINGLE
-    resume_from = latest_checkpoint(run_dir) if config.run.resume else None
-    if config.run.resume and resume_from is None:
-        raise FileNotFoundError(f"--resume True but {run_dir} has no checkpoint; start without --resume.")
-    if not config.run.resume and os.path.isdir(os.path.join(run_dir, CHECKPOINTS)):
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume True to continue it or a new --exp_name.")
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     random.seed(config.run.seed + ranks.rank)
@@ -230,7 +243,7 @@ def train(config: TrainConfig) -> dict:
     tasks = config.env.tasks
 
     assigned = assign_tasks(tasks, config.env.num_envs)
-    runtime = training_env(config, assigned, image_size)
+    runtime = training_env(config, assigned, image_size, ranks)
     env = runtime.env
     per_rank = f" per rank x {ranks.world} ranks" if ranks.world > 1 else ""
     say(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs{per_rank} at {image_size} px", flush=True)

@@ -42,27 +42,44 @@ def test_explicit_choices_that_cannot_work_fail_with_the_fix(monkeypatch, capsys
         resolve_backends("auto", "vllm", "hf", "auto")
     with pytest.raises(ValueError, match="--fsdp True needs several processes: torchrun"):
         resolve_backends("auto", "hf", "hf", "True")
+    monkeypatch.setattr(backends, "installed", lambda name: name != "ray")
+    with pytest.raises(ImportError, match="--fsdp_ranks 2 launches Ray Train workers: pip install"):
+        resolve_backends("False", "hf", "hf", "auto", fsdp_ranks=2)
+    monkeypatch.setattr(backends, "installed", lambda name: True)
     with pytest.raises(ValueError, match="--use_ray must be one of"):
         resolve_backends("yes", "hf", "hf", "auto")
     monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun launch
     with pytest.raises(ValueError, match="--fsdp False but torchrun started 2 processes"):
         resolve_backends("auto", "hf", "hf", "False")
-    with pytest.raises(ValueError, match="--use_ray True with FSDP"):
-        resolve_backends("True", "hf", "hf", "auto")
+    with pytest.raises(ValueError, match="--fsdp_ranks 2 under torchrun"):
+        resolve_backends("auto", "hf", "hf", "auto", fsdp_ranks=2)
     monkeypatch.setattr(backends, "_cuda", lambda: True)
     with pytest.raises(ValueError, match="--rollout_backend vllm with FSDP is not supported"):
         resolve_backends("False", "vllm", "hf", "True")
 
 
-def test_a_torchrun_launch_trains_with_fsdp_and_in_process_envs(monkeypatch):
+def test_a_torchrun_launch_trains_with_fsdp_and_ray_env_workers_where_ray_helps(monkeypatch):
     monkeypatch.setattr(backends, "_cuda", lambda: True)
     monkeypatch.setattr(backends, "installed", lambda name: True)
     monkeypatch.setenv("WORLD_SIZE", "4")
     chosen = resolve_backends("auto", "auto", "auto", "auto")
-    assert chosen.fsdp and not chosen.use_ray  # each rank steps its own envs
+    assert chosen.fsdp and chosen.use_ray and chosen.ranks == 4  # each rank steps its own Ray env workers
     assert (chosen.rollout, chosen.prm) == ("hf", "vllm")  # the vLLM rollout is not wired to FSDP ranks
     assert "training: FSDP over 4 processes" in chosen.describe()
     assert "FSDP ranks roll out with transformers" in chosen.describe()
+    monkeypatch.setattr(backends, "_cuda", lambda: False)
+    monkeypatch.setattr(backends.os, "cpu_count", lambda: 2)
+    assert not resolve_backends("auto", "hf", "hf", "auto").use_ray  # 2 CPUs: in-process envs per rank
+    assert resolve_backends("True", "hf", "hf", "auto").use_ray
+
+
+def test_fsdp_ranks_launch_ray_train_workers_from_one_process(monkeypatch):
+    monkeypatch.setattr(backends, "_cuda", lambda: False)
+    monkeypatch.setattr(backends, "installed", lambda name: name == "ray")
+    chosen = resolve_backends("auto", "auto", "auto", "auto", fsdp_ranks=3)
+    assert chosen.fsdp and chosen.launch_ranks == 3 and chosen.ranks == 3
+    assert "FSDP over 3 processes (" in chosen.describe() and "3 Ray Train workers (--fsdp_ranks)" in chosen.describe()
+    assert resolve_backends("auto", "auto", "auto", "auto").launch_ranks == 0
 
 
 def test_flags_are_validated_before_anything_loads(capsys):

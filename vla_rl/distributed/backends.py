@@ -7,9 +7,10 @@ trainer prints when it starts. ``auto`` picks an engine only where it can help:
 - Ray: installed, and a cluster address is given, a GPU is present, or the machine has at
   least 4 CPUs (on fewer, env workers cost more than they save: the policy keeps the cores busy).
 - vLLM: importable and CUDA present.
-- FSDP: launched by ``torchrun`` (``WORLD_SIZE`` > 1); each rank steps its own envs in-process
-  (no Ray) with the transformers rollout, and the ranks train one sharded policy
-  (:mod:`vla_rl.distributed.fsdp`).
+- FSDP: launched by ``torchrun`` (``WORLD_SIZE`` > 1) or as Ray Train workers (``--fsdp_ranks N``);
+  each rank steps its own envs (in-process, or on its own Ray env workers in the run's shared
+  cluster, with one PRM server for all ranks) with the transformers rollout, and the ranks train
+  one sharded policy (:mod:`vla_rl.distributed.fsdp`).
 
 An explicit choice that cannot work fails before anything heavy loads, with the fix.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 AUTO_CHOICES = ("auto", "True", "False")
 BACKENDS = ("auto", "hf", "vllm")
 MIN_CPUS_FOR_RAY = 4
+LAUNCHER_ENV = "VLA_RL_LAUNCHER"  # what started the ranks of this process group (default: torchrun)
 VLLM_HINT = "vLLM is not installed: pip install '.[vllm]' on a CUDA machine (it needs a GPU)."
 
 
@@ -48,13 +50,18 @@ class Backends:
     prm: str  # "hf" | "vllm"
     fsdp: bool
     reasons: list[str] = field(default_factory=list)
+    launch_ranks: int = 0  # > 1: this process launches that many FSDP ranks as Ray Train workers
+
+    @property
+    def ranks(self) -> int:
+        return self.launch_ranks if self.launch_ranks > 1 else world_size()
 
     def describe(self) -> str:
         engines = (
             f"env workers: {'Ray actors' if self.use_ray else 'in-process'}; rollout: "
             f"{'vLLM' if self.rollout == 'vllm' else 'transformers'}; PRM: "
             f"{'vLLM' if self.prm == 'vllm' else 'transformers'}; training: "
-            f"{'FSDP over ' + str(world_size()) + ' processes' if self.fsdp else 'single-process PyTorch'}"
+            f"{'FSDP over ' + str(self.ranks) + ' processes' if self.fsdp else 'single-process PyTorch'}"
         )
         return f"{engines} ({'; '.join(self.reasons)})" if self.reasons else engines
 
@@ -65,10 +72,10 @@ def check_choice(value: str, choices: tuple, flag: str) -> None:
 
 
 def resolve_backends(
-    use_ray: str, rollout_backend: str, prm_backend: str, fsdp: str, ray_address: str = ""
+    use_ray: str, rollout_backend: str, prm_backend: str, fsdp: str, ray_address: str = "", fsdp_ranks: int = 0
 ) -> Backends:
     """The engines of a run; raises ``ValueError``/``ImportError`` for explicit choices that
-    cannot work here."""
+    cannot work here. ``fsdp_ranks`` > 1 launches that many ranks as Ray Train workers."""
     check_choice(use_ray, AUTO_CHOICES, "--use_ray")
     check_choice(rollout_backend, BACKENDS, "--rollout_backend")
     check_choice(prm_backend, BACKENDS, "--prm_backend")
@@ -101,24 +108,31 @@ def resolve_backends(
         reasons.append("no CUDA device" if not cuda else "vLLM not installed")
 
     world = world_size()
-    if fsdp == "True" and world < 2:
+    if fsdp_ranks > 1 and world > 1:
+        raise ValueError(f"--fsdp_ranks {fsdp_ranks} under torchrun ({world} processes): launch one or the other.")
+    if fsdp_ranks == 1 or fsdp_ranks < 0:
+        raise ValueError(f"--fsdp_ranks must be 0 (torchrun's processes) or >= 2, got {fsdp_ranks}.")
+    if fsdp_ranks > 1 and not ray_installed:
+        raise ImportError(f"--fsdp_ranks {fsdp_ranks} launches Ray Train workers: pip install '.[dist]'.")
+    if fsdp_ranks > 1 and fsdp == "False":
+        raise ValueError(f"--fsdp False with --fsdp_ranks {fsdp_ranks}: use --fsdp auto or True.")
+    if fsdp == "True" and world < 2 and fsdp_ranks < 2:
         raise ValueError(
-            "--fsdp True needs several processes: torchrun --nproc_per_node N -m vla_rl.train ... (or --fsdp auto "
-            "to train in one process)."
+            "--fsdp True needs several processes: torchrun --nproc_per_node N -m vla_rl.train ..., or --fsdp_ranks N "
+            "(Ray Train workers), or --fsdp auto to train in one process."
         )
     if fsdp == "False" and world > 1:
         raise ValueError(f"--fsdp False but torchrun started {world} processes; launch one process, or --fsdp auto.")
-    sharded = world > 1
+    sharded = world > 1 or fsdp_ranks > 1
     if sharded:
-        reasons.append(f"torchrun started {world} processes")
-        if use_ray == "True":
-            raise ValueError("--use_ray True with FSDP: each FSDP rank steps its own envs; use --use_ray False.")
-        if ray and use_ray == "auto":
-            reasons.append("FSDP ranks step their own envs, so no Ray")
-        ray = False
+        launcher = os.environ.get(LAUNCHER_ENV, "torchrun")
+        reasons.append(
+            f"{fsdp_ranks} Ray Train workers (--fsdp_ranks)" if fsdp_ranks > 1 else f"{world} {launcher} ranks"
+        )
         if rollout_backend == "vllm":
             raise ValueError("--rollout_backend vllm with FSDP is not supported yet; use --rollout_backend hf.")
         if chosen["--rollout_backend"] == "vllm":
             chosen["--rollout_backend"] = "hf"
             reasons.append("FSDP ranks roll out with transformers")
-    return Backends(ray, chosen["--rollout_backend"], chosen["--prm_backend"], sharded, reasons)
+    launch = fsdp_ranks if fsdp_ranks > 1 else 0
+    return Backends(ray, chosen["--rollout_backend"], chosen["--prm_backend"], sharded, reasons, launch)

@@ -3,7 +3,8 @@
 :func:`training_env` returns the vector env the rollout steps (a ``SyncVectorEnv`` wrapped with
 the PRM, or a :class:`~vla_rl.distributed.env_workers.RayVectorEnv` whose workers hold the PRM
 wrapper and share one PRM server actor), the PRM the final evaluation scores its videos with,
-and the counters the trainer logs.
+and the counters the trainer logs. The ranks of an FSDP run join one Ray cluster: each rank
+has its own env workers, and rank 0's PRM server (a named actor) serves them all.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 
 from vla_rl.config import TrainConfig
 from vla_rl.distributed.prm_server import PRMSpec
+
+AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+PRM_NAMESPACE = "vla_rl"  # where an FSDP run's shared PRM server is named
 
 
 def prm_spec(config: TrainConfig) -> PRMSpec | None:
@@ -88,7 +92,58 @@ class TrainingEnv:
             self.group = None
 
 
-def training_env(config: TrainConfig, assigned: list[str], image_size: int) -> TrainingEnv:
+def join_shared_cluster(config: TrainConfig, ranks) -> str:
+    """Connect every rank of an FSDP run to one Ray cluster: ``--ray_address``, or the local
+    cluster rank 0 starts (its address is passed to the other ranks). Ray Train workers are
+    connected already."""
+    import sys
+
+    from vla_rl.distributed.ray_setup import init_ray, require_ray
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # Ray Train workers: every rank alike
+        return "Ray already initialised in this process"
+    if ranks.is_main:
+        ray = require_ray()
+        where = init_ray(config.scale.ray_address)
+        # A cluster that ray.init() starts uses token authentication: the other ranks get its mode and
+        # token, which Ray reads when it is imported.
+        auth = {k: os.environ[k] for k in AUTH_ENV if k in os.environ}
+        token_file = os.path.expanduser(os.path.join("~", ".ray", "auth_token"))
+        if auth.get("RAY_AUTH_MODE") == "token" and "RAY_AUTH_TOKEN" not in auth and os.path.isfile(token_file):
+            with open(token_file) as f:
+                auth["RAY_AUTH_TOKEN"] = f.read().strip()
+        ranks.gather((ray.get_runtime_context().gcs_address, auth))
+        return where
+    address, auth = ranks.gather(None)[0]
+    os.environ.update(auth)
+    return init_ray(address)
+
+
+def shared_prm_server(spec: PRMSpec, config: TrainConfig, options: dict, ranks):
+    """``(actor or None, client)``: rank 0 starts the PRM server, every rank gets a client on it,
+    so the frames of all ranks' env workers are batched together."""
+    import ray
+
+    from vla_rl.distributed.prm_server import RemotePRM, start_prm_server
+
+    server = None
+    if ranks.is_main:
+        name = f"vla-rl-prm-{os.getpid()}-{id(config)}"
+        options = {**options, "name": name, "namespace": PRM_NAMESPACE} if ranks.world > 1 else options
+        server, client = start_prm_server(
+            spec, config.scale.prm_server_batch_size, config.scale.prm_server_wait_ms, options
+        )
+    name = ranks.gather(name if ranks.is_main else None)[0]  # after rank 0's server has loaded its PRM
+    if not ranks.is_main:
+        client = RemotePRM(ray.get_actor(name, namespace=PRM_NAMESPACE))
+    return server, client
+
+
+def training_env(config: TrainConfig, assigned: list[str], image_size: int, ranks=None) -> TrainingEnv:
+    """The run's env (see the module doc); ``ranks`` (FSDP) share one Ray cluster and PRM server."""
+    from vla_rl.distributed.ranks import SINGLE
+
+    ranks = ranks or SINGLE
     backends = config.scale.backends
     spec = prm_spec(config)
     prm_name = "off" if spec is None else spec.name
@@ -106,26 +161,24 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int) -> T
         return TrainingEnv(env, prm if spec is not None and spec.is_model else None, described)
 
     from vla_rl.distributed.env_workers import RayVectorEnv
-    from vla_rl.distributed.prm_server import start_prm_server
-    from vla_rl.distributed.ray_setup import init_ray, placement, plan_resources
+    from vla_rl.distributed.ray_setup import placement, plan_resources
 
-    where = init_ray(config.scale.ray_address)
+    where = join_shared_cluster(config, ranks)
     import ray
 
-    resources = ray.available_resources()  # what this run can still reserve on a shared cluster
-    workers = config.scale.num_env_workers or max(1, min(config.env.num_envs, int(os.cpu_count() or 1)))
-    plan = plan_resources(
-        resources.get("CPU", 0), resources.get("GPU", 0), workers, spec is not None, spec is not None and spec.is_model
-    )
+    # What this run can still reserve on a shared cluster, split between the ranks as rank 0 saw it.
+    resources = ranks.gather(ray.available_resources() if ranks.is_main else None)[0]
+    cpus, gpus = resources.get("CPU", 0) / ranks.world, resources.get("GPU", 0) / ranks.world
+    workers = config.scale.num_env_workers or max(1, min(config.env.num_envs, int(os.cpu_count() or 1) // ranks.world))
+    serves = spec is not None and ranks.is_main
+    plan = plan_resources(cpus, gpus, workers, serves, serves and spec.is_model)
     worker_options, prm_options, group = placement(plan)
     actors, client = [], None
     if spec is not None:
         if spec.is_model and prm_options.get("num_gpus"):
             spec = PRMSpec(spec.name, spec.adapter_path, "cuda", spec.batch_size, spec.seed)
-        server, client = start_prm_server(
-            spec, config.scale.prm_server_batch_size, config.scale.prm_server_wait_ms, prm_options
-        )
-        actors.append(server)
+        server, client = shared_prm_server(spec, config, prm_options, ranks)
+        actors += [server] if server is not None else []
     env = RayVectorEnv(
         assigned,
         image_size,
@@ -135,8 +188,9 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int) -> T
         shaping=shaping_options(config),
         actor_options=worker_options,
     )
+    per_rank = " per rank" if ranks.world > 1 else ""
     described = (
-        f"{where}; {workers} env worker actors"
+        f"{where}; {workers} env worker actors{per_rank}"
         + (f", PRM server ({prm_name})" if client else ", PRM off")
         + (f"; {'; '.join(plan.notes)}" if plan.notes else "")
     )
