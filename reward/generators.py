@@ -169,6 +169,7 @@ def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[Ge
                     seed=seed,
                     source="policy",
                     extra={"initial_state_failure_rate": failure_rate},
+                    colour_positions=np.stack(r["colour_positions"]) if "colour_positions" in r else None,
                 )
             )
         kept += 1

@@ -221,7 +221,7 @@ def train_prm(config: PRMTrainConfig) -> dict:
     if grounded and not all("colour_positions" in row and "gripper" in row for row in train_rows):
         raise ValueError(
             f"--grounding_weight needs a dataset whose rows record colour_positions and gripper; {config.data} "
-            "has rows without them (build it again with `python -m reward.data --method expert`)."
+            "has rows without them (build it again with `python -m reward.data`; both methods record them)."
         )
     train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, grounded)
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
@@ -319,7 +319,7 @@ def parse_args(argv: list[str] | None = None) -> PRMTrainConfig:
         type=float,
         default=defaults.grounding_weight,
         help="weight of the grounding loss at the instruction's colour words (vla_rl.grounding; 0: off; "
-        "needs an expert dataset, whose rows record colour_positions)",
+        "needs a dataset whose rows record colour_positions, as reward.data writes them)",
     )
     p.add_argument("--grounding_layer", type=int, default=defaults.grounding_layer, help="0: the middle layer")
     p.add_argument(

@@ -49,8 +49,15 @@ def run_episodes(
 ) -> list[dict]:
     """Run one episode per seed; returns per-episode ``success``, ``length``, ``seed``,
     ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` /
-    ``actions`` / ``infos`` (success and progress of every frame) for videos and PRM datasets."""
+    ``actions`` / ``infos`` (success and progress of every frame) and, in tasks with coloured
+    objects, ``colour_positions`` (each palette colour's position per frame, NaN: absent) for
+    videos and PRM datasets."""
+    from envs.demos import colour_positions
     from vla_rl import keys
+
+    def colours_of(i: int):
+        coloured = getattr(env.envs[i].unwrapped, "coloured_objects", None)
+        return None if coloured is None else colour_positions(coloured())
 
     results: list[dict] = []
     env = make_task_vector_env(task, min(num_envs, len(seeds)), image_size, max_env_length)
@@ -75,6 +82,9 @@ def run_episodes(
                         actions=[],
                         infos=[first],
                     )
+                    colours = colours_of(i)
+                    if colours is not None:
+                        records[i]["colour_positions"] = [colours]
             while not done.all():
                 out = policy.act(
                     observations[keys.IMAGE],
@@ -96,6 +106,8 @@ def run_episodes(
                         record["states"].append(observations[keys.STATE][i].copy())
                         record["actions"].append(actions[i])
                         record["infos"].append({keys.SUCCESS: success, keys.PROGRESS: float(infos[keys.PROGRESS][i])})
+                        if "colour_positions" in record:
+                            record["colour_positions"].append(colours_of(i))
                     if terminated[i] or truncated[i]:
                         record["success"] = success
                         done[i] = True

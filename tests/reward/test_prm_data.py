@@ -134,6 +134,8 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
 
 def test_policy_rollouts_with_a_difficulty_band(tiny_qwen, tmp_path):
     """Method 1: sampled rollouts of a policy from the same initial state, kept by failure rate."""
+    from envs.scene import COLOUR_NAMES
+
     config = DataConfig(
         out=str(tmp_path / "policy"),
         method="policy",
@@ -158,6 +160,14 @@ def test_policy_rollouts_with_a_difficulty_band(tiny_qwen, tmp_path):
     for rollouts in by_seed.values():  # the rollouts of one initial state start from the same frame
         first = [np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(r[0]["image_path"])) for r in rollouts]
         assert all(np.array_equal(first[0], f) for f in first[1:])
+        # ... and record where each colour's object is, as expert datasets do (for --grounding_weight)
+        assert all(r[0]["colour_positions"] == rollouts[0][0]["colour_positions"] for r in rollouts)
+    for frames in episodes.values():
+        named = [c for c in COLOUR_NAMES if f" {c} " in f" {frames[0]['instruction']} "]
+        for row in frames:
+            assert len(row["colour_positions"]) == len(COLOUR_NAMES) and len(row["gripper"]) == 3
+            assert named and all(row["colour_positions"][COLOUR_NAMES.index(c)] is not None for c in named)
+            assert sum(p is not None for p in row["colour_positions"]) == 3  # reach shows three blocks
     # an untrained policy never succeeds: a 30-80 % failure band keeps no initial state
     config = DataConfig(
         out=str(tmp_path / "none"),
