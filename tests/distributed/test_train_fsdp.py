@@ -158,26 +158,33 @@ def test_fsdp_ppo_update_equals_the_single_process_update_on_the_union(tiny_qwen
             torch.testing.assert_close(adapter[name], policy.model.state_dict()[name], atol=2e-5, rtol=1e-4, msg=name)
 
 
+def fsdp_run_flags(checkpoint: str, root, minibatches: int = 2, eval_episodes: int = 1) -> list[str]:
+    """``vla_rl.train`` flags of a one-iteration FSDP run: 2 reach envs per rank, 5-step episodes."""
+    flags = ["--vla_path", checkpoint, "--task_ids", "reach", "--num_envs", "2", "--num_steps", "6"]
+    flags += ["--max_env_length", "5", "--image_size", "56", "--max_iterations", "1", "--total_episodes", "100"]
+    flags += ["--num_minibatches", str(minibatches), "--local_rollout_forward_batch_size", "4"]
+    flags += ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob", "--progress", "False"]
+    flags += ["--eval_episodes", str(eval_episodes)]
+    return flags + ["--run_root_dir", str(root), "--exp_name", "run", "--threads", "1", "--fsdp", "True"]
+
+
+def launch(command: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(command, capture_output=True, text=True, timeout=500, env=env)
+
+
+def torchrun(flags: list[str], *extra: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m vla_rl.train FLAGS EXTRA``."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    return launch([*launcher, str(free_port()), "-m", "vla_rl.train", *flags, *extra])
+
+
 def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
     from vla_rl.policy.checkpoint import load_policy
 
-    flags = ["--vla_path", tiny_qwen, "--task_ids", "reach", "--num_envs", "2", "--num_steps", "6"]
-    flags += ["--max_env_length", "5", "--image_size", "56", "--max_iterations", "1", "--total_episodes", "100"]
-    flags += ["--num_minibatches", "2", "--local_rollout_forward_batch_size", "4", "--eval_episodes", "1"]
-    flags += ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob", "--progress", "False"]
-    flags += ["--run_root_dir", str(tmp_path), "--exp_name", "run", "--threads", "1", "--fsdp", "True"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
-
-    def torchrun(*extra):
-        return subprocess.run(
-            [*launcher, str(free_port()), "-m", "vla_rl.train", *flags, *extra],
-            capture_output=True,
-            text=True,
-            timeout=500,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-
-    result = torchrun()
+    flags = fsdp_run_flags(tiny_qwen, tmp_path)
+    result = torchrun(flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "training: FSDP over 2 processes" in result.stdout
     assert result.stdout.count("final evaluation") == 1  # rank 0 alone logs and evaluates
@@ -203,7 +210,7 @@ def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
     moments = saved["optimizer_full"]["state"]
     assert moments and all(m["exp_avg"].shape == full_shapes.get(k, m["exp_avg"].shape) for k, m in moments.items())
     assert sum(k in full_shapes for k in moments) > 10 and "value_head.weight" in moments
-    resumed = torchrun("--resume", "True", "--max_iterations", "2")
+    resumed = torchrun(flags, "--resume", "True", "--max_iterations", "2")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert resumed.stdout.count("resumed from") == 1
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
@@ -213,24 +220,9 @@ def test_torchrun_trains_with_fsdp_end_to_end(tiny_qwen, tmp_path):
 def test_torchrun_trains_a_lora_policy_with_fsdp_and_resumes(tiny_qwen, tmp_path):
     from vla_rl.policy.checkpoint import load_policy
 
-    flags = ["--vla_path", tiny_qwen, "--task_ids", "reach", "--num_envs", "2", "--num_steps", "6"]
-    flags += ["--max_env_length", "5", "--image_size", "56", "--max_iterations", "1", "--total_episodes", "100"]
-    flags += ["--num_minibatches", "1", "--local_rollout_forward_batch_size", "4", "--eval_episodes", "0"]
-    flags += ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob", "--progress", "False"]
-    flags += ["--run_root_dir", str(tmp_path), "--exp_name", "run", "--threads", "1", "--fsdp", "True"]
+    flags = fsdp_run_flags(tiny_qwen, tmp_path, minibatches=1, eval_episodes=0)
     flags += ["--lora_rank", "4", "--learning_rate", "1e-2"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
-
-    def torchrun(*extra):
-        return subprocess.run(
-            [*launcher, str(free_port()), "-m", "vla_rl.train", *flags, *extra],
-            capture_output=True,
-            text=True,
-            timeout=500,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-
-    result = torchrun()
+    result = torchrun(flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "training: FSDP over 2 processes" in result.stdout
     checkpoint = json.load(open(tmp_path / "run" / "summary.json"))["final_checkpoint"]
@@ -240,7 +232,7 @@ def test_torchrun_trains_a_lora_policy_with_fsdp_and_resumes(tiny_qwen, tmp_path
     assert set(merged) == set(start)
     changed = {name for name in start if not torch.equal(start[name], merged[name])}
     assert changed and all("language_model" in name and name.endswith("proj.weight") for name in changed)
-    resumed = torchrun("--resume", "True", "--max_iterations", "2")
+    resumed = torchrun(flags, "--resume", "True", "--max_iterations", "2")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert resumed.stdout.count("resumed from") == 1
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]

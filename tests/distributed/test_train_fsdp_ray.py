@@ -3,30 +3,18 @@ server, and FSDP ranks launched as Ray Train workers (``--fsdp_ranks``)."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.distributed.test_fsdp import free_port
+from tests.distributed.test_train_fsdp import fsdp_run_flags, launch, torchrun
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def run_flags(checkpoint: str, root, name: str) -> list[str]:
-    flags = ["--vla_path", checkpoint, "--task_ids", "reach", "--num_envs", "2", "--num_steps", "6"]
-    flags += ["--max_env_length", "5", "--image_size", "56", "--max_iterations", "1", "--total_episodes", "100"]
-    flags += ["--num_minibatches", "1", "--local_rollout_forward_batch_size", "4", "--eval_episodes", "1"]
-    flags += ["--prm_model_name_or_path", "oracle_progress", "--prm_reward_mode", "prob", "--progress", "False"]
-    flags += ["--run_root_dir", str(root), "--exp_name", name, "--threads", "1", "--fsdp", "True"]
-    return flags + ["--use_ray", "True", "--num_env_workers", "1"]
-
-
-def run(command: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(command, capture_output=True, text=True, timeout=500, env=env)
+def ray_flags(checkpoint: str, root) -> list[str]:
+    return fsdp_run_flags(checkpoint, root) + ["--use_ray", "True", "--num_env_workers", "1"]
 
 
 def check_run(result, run_dir, tiny_qwen):
@@ -46,8 +34,7 @@ def check_run(result, run_dir, tiny_qwen):
 
 
 def test_torchrun_ranks_share_one_ray_cluster_and_prm_server(tiny_qwen, tmp_path):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
-    result = run([*launcher, str(free_port()), "-m", "vla_rl.train", *run_flags(tiny_qwen, tmp_path, "run")])
+    result = torchrun(ray_flags(tiny_qwen, tmp_path))
     out = result.stdout + result.stderr
     assert "env workers: Ray actors" in out and "FSDP over 2 processes (no CUDA device; 2 torchrun ranks)" in out
     assert "1 env worker actors per rank, PRM server (oracle_progress)" in out
@@ -56,8 +43,7 @@ def test_torchrun_ranks_share_one_ray_cluster_and_prm_server(tiny_qwen, tmp_path
 
 
 def test_fsdp_ranks_launched_as_ray_train_workers(tiny_qwen, tmp_path):
-    flags = run_flags(tiny_qwen, tmp_path, "run") + ["--fsdp_ranks", "2"]
-    result = run([sys.executable, "-m", "vla_rl.train", *flags])
+    result = launch([sys.executable, "-m", "vla_rl.train", *ray_flags(tiny_qwen, tmp_path), "--fsdp_ranks", "2"])
     out = result.stdout + result.stderr
     assert "launching 2 FSDP ranks as Ray Train workers" in out
     assert "FSDP over 2 processes (no CUDA device; 2 Ray Train ranks)" in out
