@@ -5,6 +5,10 @@ Command line::
     python -m reward.train_prm --data data/prm/expert --model_name_or_path assets/models/prm-init \\
         --out runs/prm --target progress --max_steps 3000
 
+``--data`` takes one or more dataset directories (e.g. scripted-expert episodes and the current
+policy's own rollouts, ``reward.data --method policy``); their splits are concatenated, so a
+PRM fine-tuned on the mix also sees the states the policy visits.
+
 The PRM is trained as next-token prediction restricted to its two answer tokens ("Yes"/"No" by
 default) at the answer position of the prompt ``<image> The task is {instruction}, is it
 completed?``: a cross-entropy between the 2-way softmax and the row's target probability (hard
@@ -41,7 +45,7 @@ FULL_FINETUNE_MAX_PARAMS = 100_000_000
 
 @dataclass
 class PRMTrainConfig:
-    data: str
+    data: list[str] | str  # one dataset directory or several (their splits are concatenated)
     model_name_or_path: str
     out: str
     target: str = "completion"
@@ -69,7 +73,6 @@ class PRMTrainConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
-        from reward.dataset import read_meta
         from reward.qwen_prm import ANSWER_PAIRS
         from vla_rl.qwen.loading import read_checkpoint_config
 
@@ -98,10 +101,35 @@ class PRMTrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message + ".")
-        read_meta(self.data)
+        self.data = [self.data] if isinstance(self.data, str) else list(self.data)
+        merged_meta(self.data)
         read_checkpoint_config(self.model_name_or_path, "--model_name_or_path")
         if os.path.exists(self.out) and os.listdir(self.out) and not (self.resume or self.overwrite):
             raise FileExistsError(f"--out {self.out} exists; pass --resume True to continue it or --overwrite True.")
+
+
+def merged_meta(directories: list[str]) -> dict:
+    """The metadata of one or more datasets trained on together: their common image size and,
+    per split and task, the union of their initial-state seeds (the held-out check of
+    ``reward.evaluate_prm`` reads them)."""
+    from reward.dataset import read_meta
+
+    if not directories:
+        raise ValueError("--data needs at least one dataset directory.")
+    metas = [read_meta(d) for d in directories]
+    sizes = {d: m.get("image_size") for d, m in zip(directories, metas, strict=True)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(
+            f"--data datasets have different image sizes {sizes}; build them with the same --image_size "
+            "(python -m reward.data)."
+        )
+    seeds: dict[str, dict[str, list[int]]] = {}
+    for meta in metas:
+        for split, per_task in meta.get("seeds", {}).items():
+            for task, values in per_task.items():
+                merged = seeds.setdefault(split, {}).setdefault(task, [])
+                merged[:] = sorted(set(merged) | set(values))
+    return {"image_size": next(iter(sizes.values())), "seeds": seeds}
 
 
 def prepare_model(config: PRMTrainConfig):
@@ -203,15 +231,16 @@ def train_prm(config: PRMTrainConfig) -> dict:
     import torch
     from transformers.trainer_utils import get_last_checkpoint
 
-    from reward.dataset import load_rows, read_meta
+    from reward.dataset import load_rows
     from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT, answer_token_ids
     from vla_rl.qwen.processor import QwenImageTextProcessor
 
     if config.overwrite and not config.resume and os.path.isdir(config.out):
         shutil.rmtree(config.out)
     torch.manual_seed(config.seed)
-    meta = read_meta(config.data)
-    train_rows, val_rows = load_rows(config.data, "train"), load_rows(config.data, "validation")
+    meta = merged_meta(config.data)
+    train_rows = [row for directory in config.data for row in load_rows(directory, "train")]
+    val_rows = [row for directory in config.data for row in load_rows(directory, "validation")]
     processor = QwenImageTextProcessor.from_pretrained(config.model_name_or_path)
     try:
         answer_ids = answer_token_ids(processor.tokenizer, ANSWER_PAIRS[config.answer_tokens])
@@ -220,8 +249,8 @@ def train_prm(config: PRMTrainConfig) -> dict:
     grounded = config.grounding_weight > 0
     if grounded and not all("colour_positions" in row and "gripper" in row for row in train_rows):
         raise ValueError(
-            f"--grounding_weight needs a dataset whose rows record colour_positions and gripper; {config.data} "
-            "has rows without them (build it again with `python -m reward.data`; both methods record them)."
+            f"--grounding_weight needs datasets whose rows record colour_positions and gripper; {config.data} "
+            "have rows without them (build it again with `python -m reward.data`; both methods record them)."
         )
     train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, grounded)
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
@@ -284,7 +313,12 @@ def train_prm(config: PRMTrainConfig) -> dict:
 def parse_args(argv: list[str] | None = None) -> PRMTrainConfig:
     defaults = PRMTrainConfig(data="", model_name_or_path="", out="")
     p = argparse.ArgumentParser(prog="python -m reward.train_prm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="PRM dataset directory (python -m reward.data)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="PRM dataset directory (python -m reward.data), or several to train on together",
+    )
     p.add_argument("--model_name_or_path", required=True, help="local Qwen2-VL-family checkpoint to fine-tune")
     p.add_argument("--out", required=True, help="output directory (checkpoint-N/, final_checkpoint/)")
     p.add_argument("--target", default=defaults.target, choices=L.TARGETS, help="what P(positive) is trained towards")

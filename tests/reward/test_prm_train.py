@@ -135,6 +135,29 @@ def test_grounding_needs_a_dataset_with_colour_positions(dataset, tiny_qwen, tmp
     assert "--grounding_weight must be >= 0" in capsys.readouterr().err
 
 
+def test_several_datasets_train_together_and_their_seeds_are_recorded(dataset, tiny_qwen, tmp_path, capsys):
+    second = str(tmp_path / "second")
+    generate(DataConfig(out=second, tasks=["reach"], num_samples=2, image_size=56, seed=40), progress_bar=False)
+    summary = train_prm(
+        _config([dataset, second], tiny_qwen, tmp_path / "mix", max_steps=4, eval_steps=4, save_steps=4)
+    )
+    for split, key in (("train", "train_frames"), ("validation", "validation_frames")):
+        assert summary[key] == len(load_rows(dataset, split)) + len(load_rows(second, split))
+    with open(os.path.join(summary["final_checkpoint"], "prm_config.json")) as f:
+        recorded = json.load(f)
+    assert recorded["dataset"] == [dataset, second]
+    metas = [json.loads(open(os.path.join(d, "meta.json")).read())["seeds"]["train"] for d in (dataset, second)]
+    for task, seeds in recorded["dataset_seeds"]["train"].items():
+        assert seeds == sorted(set(metas[0].get(task, [])) | set(metas[1].get(task, [])))
+    # datasets rendered at different image sizes are refused before the model loads
+    meta_path = tmp_path / "second" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "image_size": 64}))
+    argv = ["--data", dataset, second, "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "different image sizes" in capsys.readouterr().err
+
+
 def test_bad_input_is_reported_before_loading(dataset, tiny_qwen, tmp_path, capsys):
     assert (
         main(["--data", str(tmp_path / "none"), "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]) == 2
