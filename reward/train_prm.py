@@ -250,7 +250,7 @@ def train_prm(config: PRMTrainConfig) -> dict:
     if grounded and not all("colour_positions" in row and "gripper" in row for row in train_rows):
         raise ValueError(
             f"--grounding_weight needs datasets whose rows record colour_positions and gripper; {config.data} "
-            "have rows without them (build it again with `python -m reward.data`; both methods record them)."
+            "have rows without them (build them again with `python -m reward.data`; both methods record them)."
         )
     train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, grounded)
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
