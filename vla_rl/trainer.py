@@ -118,7 +118,7 @@ def ppo_update(
                     log_ratio = ref.to(out["logprobs"].device) - out["logprobs"]
                     kl = (log_ratio.exp() - log_ratio - 1).mean()  # k3 estimator of KL(pi || ref)
                     loss = loss + ppo.kl_coef * kl
-                    sums["train/kl_ref"] += float(kl) * len(index) * (weight > 0)
+                    sums["train/kl_ref"] += float(kl.detach()) * len(index) * (weight > 0)
                 (loss * weight).backward()
                 if weight > 0:
                     for name in TRAIN_METRICS:
