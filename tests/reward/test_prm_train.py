@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reward.data import DataConfig, generate
-from reward.dataset import load_image, load_rows
+from reward.dataset import load_image, load_rows, read_meta
 from reward.qwen_prm import QwenProcessRM
 from reward.train_prm import PRMTrainConfig, main, train_prm
 
@@ -146,7 +146,7 @@ def test_several_datasets_train_together_and_their_seeds_are_recorded(dataset, t
     with open(os.path.join(summary["final_checkpoint"], "prm_config.json")) as f:
         recorded = json.load(f)
     assert recorded["dataset"] == [dataset, second]
-    metas = [json.loads(open(os.path.join(d, "meta.json")).read())["seeds"]["train"] for d in (dataset, second)]
+    metas = [read_meta(d)["seeds"]["train"] for d in (dataset, second)]
     for task, seeds in recorded["dataset_seeds"]["train"].items():
         assert seeds == sorted(set(metas[0].get(task, [])) | set(metas[1].get(task, [])))
     # datasets rendered at different image sizes are refused before the model loads
