@@ -123,13 +123,13 @@ def merged_meta(directories: list[str]) -> dict:
             f"--data datasets have different image sizes {sizes}; build them with the same --image_size "
             "(python -m reward.data)."
         )
-    seeds: dict[str, dict[str, list[int]]] = {}
+    seeds: dict[str, dict[str, set[int]]] = {}
     for meta in metas:
         for split, per_task in meta.get("seeds", {}).items():
             for task, values in per_task.items():
-                merged = seeds.setdefault(split, {}).setdefault(task, [])
-                merged[:] = sorted(set(merged) | set(values))
-    return {"image_size": next(iter(sizes.values())), "seeds": seeds}
+                seeds.setdefault(split, {}).setdefault(task, set()).update(values)
+    sorted_seeds = {split: {task: sorted(v) for task, v in per_task.items()} for split, per_task in seeds.items()}
+    return {"image_size": next(iter(sizes.values())), "seeds": sorted_seeds}
 
 
 def prepare_model(config: PRMTrainConfig):
