@@ -10,11 +10,13 @@ import os
 from reward import labels as L
 
 GROUNDING_HEAD_FILE = "grounding_head.pt"
+RELATION_HEAD_FILE = "relation_head.pt"
 
 
 class FrameDataset:
     """Rows of one split as training examples (the image is read when the item is); with
-    ``grounding``, each item also carries where every palette colour's object and the gripper are."""
+    ``grounding`` (needed by the grounding and relation losses), each item also carries where
+    every palette colour's object and the gripper are."""
 
     def __init__(
         self, rows: list[dict], target: str, progress_weight: float, prompt_template: str, grounding: bool = False
@@ -34,7 +36,7 @@ class FrameDataset:
         item = {"image": load_image(row["image_path"]), "prompt": self.prompts[index], "target": self.targets[index]}
         if self.grounding:
             item["colour_positions"] = [[float("nan")] * 3 if p is None else p for p in row["colour_positions"]]
-            item["gripper"] = row["gripper"][:2]
+            item["gripper"] = row["gripper"]
         return item
 
     def class_weights(self) -> tuple[float, float]:
@@ -76,58 +78,83 @@ def make_trainer_class():
         """A ``transformers.Trainer`` whose loss is the weighted cross-entropy between the 2-way
         softmax over the answer tokens at the answer position and the target probability.
 
-        With ``grounding`` (a :class:`vla_rl.grounding.GroundingLoss`), training batches add
-        ``grounding_weight`` times its loss at the instruction's colour words; its head is
-        optimised with the model, saved in every ``checkpoint-N/`` and restored on resume, and
-        is not part of the final checkpoint. Evaluation losses are the PRM loss alone."""
+        Auxiliary losses on privileged simulator labels, training batches only: with
+        ``grounding`` (a :class:`vla_rl.grounding.GroundingLoss`), ``grounding_weight`` times its
+        loss at the instruction's colour words; with ``relation`` (a
+        :class:`vla_rl.grounding.RelationLoss`), ``relation_weight`` times its loss at the answer
+        position. Their heads are optimised with the model, saved in every ``checkpoint-N/`` and
+        restored on resume, and are not part of the final checkpoint. Evaluation losses are the
+        PRM loss alone."""
 
-        def __init__(self, *args, answer_ids: list[int], grounding=None, grounding_weight: float = 0.0, **kwargs):
+        def __init__(
+            self,
+            *args,
+            answer_ids: list[int],
+            grounding=None,
+            grounding_weight: float = 0.0,
+            relation=None,
+            relation_weight: float = 0.0,
+            **kwargs,
+        ):
             super().__init__(*args, **kwargs)
             self.answer_ids = list(answer_ids)
-            self.grounding = grounding
-            self.grounding_weight = grounding_weight
-            self._grounding_losses: list[float] = []
+            # name -> (loss module, weight, checkpoint file)
+            self.auxiliary = {
+                name: (module, weight, path)
+                for name, module, weight, path in (
+                    ("grounding_loss", grounding, grounding_weight, GROUNDING_HEAD_FILE),
+                    ("relation_loss", relation, relation_weight, RELATION_HEAD_FILE),
+                )
+                if module is not None
+            }
+            self._auxiliary_losses: dict[str, list[float]] = {name: [] for name in self.auxiliary}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             targets, weights = inputs.pop("targets"), inputs.pop("weights")
             where, grippers = inputs.pop("colour_positions", None), inputs.pop("grippers", None)
-            ground = self.grounding is not None and where is not None and model.training
-            outputs = model(**inputs, logits_to_keep=1, use_cache=False, output_hidden_states=ground)
+            auxiliary = bool(self.auxiliary) and where is not None and model.training
+            outputs = model(**inputs, logits_to_keep=1, use_cache=False, output_hidden_states=auxiliary)
             pair = outputs.logits[:, -1, self.answer_ids].float()
             logp = torch.log_softmax(pair, dim=-1)
             per_frame = -(targets * logp[:, 0] + (1.0 - targets) * logp[:, 1])
             loss = (weights * per_frame).sum() / weights.sum()
-            if ground:
-                aux = self.grounding(outputs.hidden_states, inputs["input_ids"], where, grippers)
-                if aux is not None:
-                    loss = loss + self.grounding_weight * aux
-                    self._grounding_losses.append(float(aux.detach()))
+            if auxiliary:
+                for name, (module, weight, _) in self.auxiliary.items():
+                    aux = module(outputs.hidden_states, inputs["input_ids"], where, grippers)
+                    if aux is not None:
+                        loss = loss + weight * aux
+                        self._auxiliary_losses[name].append(float(aux.detach()))
             return (loss, {"logits": pair}) if return_outputs else loss
 
         def log(self, logs: dict, *args, **kwargs) -> None:
-            if self._grounding_losses and "loss" in logs:
-                logs["grounding_loss"] = round(sum(self._grounding_losses) / len(self._grounding_losses), 4)
-                self._grounding_losses.clear()
+            if "loss" in logs:
+                for name, values in self._auxiliary_losses.items():
+                    if values:
+                        logs[name] = round(sum(values) / len(values), 4)
+                        values.clear()
             super().log(logs, *args, **kwargs)
 
         def create_optimizer(self, *args, **kwargs):
             fresh = self.optimizer is None  # the Trainer builds it once and returns it afterwards
             optimizer = super().create_optimizer(*args, **kwargs)
-            if fresh and self.grounding is not None:
-                optimizer.add_param_group({"params": list(self.grounding.parameters()), "weight_decay": 0.0})
+            if fresh:
+                for module, _, _ in self.auxiliary.values():
+                    optimizer.add_param_group({"params": list(module.parameters()), "weight_decay": 0.0})
             return optimizer
 
         def save_model(self, output_dir=None, _internal_call=False):
             super().save_model(output_dir, _internal_call)
-            if self.grounding is not None and output_dir is not None and self.args.should_save:
-                torch.save(self.grounding.state_dict(), os.path.join(output_dir, GROUNDING_HEAD_FILE))
+            if output_dir is not None and self.args.should_save:
+                for module, _, filename in self.auxiliary.values():
+                    torch.save(module.state_dict(), os.path.join(output_dir, filename))
 
-        def restore_grounding_head(self, checkpoint: str) -> None:
-            """Load the grounding head that :meth:`save_model` wrote into ``checkpoint`` (if both exist)."""
-            path = os.path.join(checkpoint, GROUNDING_HEAD_FILE)
-            if self.grounding is not None and os.path.isfile(path):
-                self.grounding.load_state_dict(torch.load(path, weights_only=True))
+        def restore_auxiliary_heads(self, checkpoint: str) -> None:
+            """Load the auxiliary heads that :meth:`save_model` wrote into ``checkpoint`` (those that exist)."""
+            for module, _, filename in self.auxiliary.values():
+                path = os.path.join(checkpoint, filename)
+                if os.path.isfile(path):
+                    module.load_state_dict(torch.load(path, weights_only=True))
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             inputs = self._prepare_inputs(inputs)

@@ -67,6 +67,7 @@ class PRMTrainConfig:
     class_balance: bool = True
     grounding_weight: float = 0.0
     grounding_layer: int = 0  # 0: the middle of the stack
+    relation_weight: float = 0.0
     freeze_vision: bool = False
     seed: int = 0
     resume: bool = False
@@ -97,6 +98,7 @@ class PRMTrainConfig:
             ),
             (self.grounding_weight >= 0, f"--grounding_weight must be >= 0, got {self.grounding_weight}"),
             (self.grounding_layer >= 0, f"--grounding_layer must be >= 0, got {self.grounding_layer}"),
+            (self.relation_weight >= 0, f"--relation_weight must be >= 0, got {self.relation_weight}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -246,21 +248,24 @@ def train_prm(config: PRMTrainConfig) -> dict:
         answer_ids = answer_token_ids(processor.tokenizer, ANSWER_PAIRS[config.answer_tokens])
     except ValueError as exc:
         raise ValueError(f"--answer_tokens {config.answer_tokens}: {exc}") from None
-    grounded = config.grounding_weight > 0
+    grounded = config.grounding_weight > 0 or config.relation_weight > 0
     if grounded and not all("colour_positions" in row and "gripper" in row for row in train_rows):
+        flag = "--grounding_weight" if config.grounding_weight > 0 else "--relation_weight"
         raise ValueError(
-            f"--grounding_weight needs datasets whose rows record colour_positions and gripper; {config.data} "
+            f"{flag} needs datasets whose rows record colour_positions and gripper; {config.data} "
             "have rows without them (build them again with `python -m reward.data`; both methods record them)."
         )
     train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, grounded)
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
     weights = train_set.class_weights() if config.class_balance else (1.0, 1.0)
     model, mode, total = prepare_model(config)
-    grounding = None
-    if grounded:
-        from vla_rl.grounding import GroundingLoss
+    from vla_rl.grounding import GroundingLoss, RelationLoss
 
+    grounding = relation = None
+    if config.grounding_weight > 0:
         grounding = GroundingLoss.for_model(model, processor.tokenizer, config.grounding_layer)
+    if config.relation_weight > 0:
+        relation = RelationLoss.for_model(model, processor.tokenizer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"[PRM train] {mode} fine-tuning: {trainable:,} of {total:,} parameters trainable; "
@@ -276,10 +281,12 @@ def train_prm(config: PRMTrainConfig) -> dict:
         answer_ids=answer_ids,
         grounding=grounding,
         grounding_weight=config.grounding_weight,
+        relation=relation,
+        relation_weight=config.relation_weight,
     )
     resume = get_last_checkpoint(config.out) if config.resume and os.path.isdir(config.out) else None
     if resume:
-        trainer.restore_grounding_head(resume)
+        trainer.restore_auxiliary_heads(resume)
     started = time.time()
     before = trainer.evaluate(metric_key_prefix="initial")
     result = trainer.train(resume_from_checkpoint=resume)
@@ -356,6 +363,14 @@ def parse_args(argv: list[str] | None = None) -> PRMTrainConfig:
         "needs a dataset whose rows record colour_positions, as reward.data writes them)",
     )
     p.add_argument("--grounding_layer", type=int, default=defaults.grounding_layer, help="0: the middle layer")
+    p.add_argument(
+        "--relation_weight",
+        type=float,
+        default=defaults.relation_weight,
+        help="weight of the relation loss at the answer position: how the named object stands to the gripper "
+        "and to its destination (vla_rl.grounding.RelationLoss; 0: off; needs colour_positions like "
+        "--grounding_weight)",
+    )
     p.add_argument(
         "--freeze_vision",
         type=str2bool,

@@ -35,6 +35,21 @@ def colour_token_ids(tokenizer) -> list[int]:
     return ids
 
 
+def colour_lookup(tokenizer) -> torch.Tensor:
+    """``(V,) long``: token id → palette index of that colour word, -1 for other tokens (up to
+    the largest colour word id)."""
+    ids = colour_token_ids(tokenizer)
+    lookup = torch.full((max(ids) + 1,), -1, dtype=torch.long)
+    lookup[torch.tensor(ids)] = torch.arange(len(ids))
+    return lookup
+
+
+def palette_indices(lookup: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``(B, L) long``: the palette index of the colour word at each position, or -1."""
+    inside = input_ids < len(lookup)
+    return torch.where(inside, lookup[input_ids.clamp(max=len(lookup) - 1)], -1)
+
+
 def grounding_targets(where: torch.Tensor, gripper: torch.Tensor) -> torch.Tensor:
     """``(M, 4)``: object x/y ``where (M, 2)`` relative to the gripper x/y ``gripper (M, 2)`` and
     absolute, scaled and clipped to [-4, 4]."""
@@ -54,10 +69,7 @@ class GroundingLoss(torch.nn.Module):
 
     def __init__(self, tokenizer, hidden_size: int, layer: int):
         super().__init__()
-        ids = colour_token_ids(tokenizer)
-        lookup = torch.full((max(ids) + 1,), -1, dtype=torch.long)
-        lookup[torch.tensor(ids)] = torch.arange(len(ids))
-        self.register_buffer("lookup", lookup, persistent=False)
+        self.register_buffer("lookup", colour_lookup(tokenizer), persistent=False)
         self.layer = layer
         self.head = torch.nn.Linear(hidden_size, 4)
 
@@ -74,8 +86,7 @@ class GroundingLoss(torch.nn.Module):
 
     def colours(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``(B, L) long``: the palette index of the colour word at each position, or -1."""
-        inside = input_ids < len(self.lookup)
-        return torch.where(inside, self.lookup[input_ids.clamp(max=len(self.lookup) - 1)], -1)
+        return palette_indices(self.lookup, input_ids)
 
     def forward(
         self, hidden_states, input_ids: torch.Tensor, colour_positions: torch.Tensor, grippers: torch.Tensor
@@ -84,7 +95,7 @@ class GroundingLoss(torch.nn.Module):
 
         ``hidden_states``: the model's tuple (embeddings + one per layer); ``colour_positions
         (B, C, 3)`` the world position of each palette colour's object (NaN if absent);
-        ``grippers (B, 2)`` the gripper's x/y."""
+        ``grippers (B, 2 or 3)`` the gripper's position (x/y are read)."""
         colours = self.colours(input_ids)
         rows, columns = (colours >= 0).nonzero(as_tuple=True)
         where = colour_positions[rows, colours[rows, columns], :2]
@@ -93,9 +104,87 @@ class GroundingLoss(torch.nn.Module):
             return None
         rows, columns, where = rows[known], columns[known], where[known]
         hidden = hidden_states[self.layer][rows, columns].float()
-        return torch.nn.functional.mse_loss(self.head(hidden), grounding_targets(where, grippers[rows]))
+        return torch.nn.functional.mse_loss(self.head(hidden), grounding_targets(where, grippers[rows, :2]))
 
 
 def default_layer(num_layers: int) -> int:
     """The middle of the stack: early enough that the later layers can move the answer."""
     return max(1, int(np.ceil(num_layers / 2)))
+
+
+RELATION_SCALE = 0.01  # metres: offsets are compressed as sign · log(1 + |offset| / scale)
+
+
+def compress(offset: torch.Tensor) -> torch.Tensor:
+    """``sign(x) · log(1 + |x| / RELATION_SCALE)``: centimetre resolution near zero (where a
+    completion is decided), and room for the whole table (30 cm → 3.4)."""
+    return torch.sign(offset) * torch.log1p(offset.abs() / RELATION_SCALE)
+
+
+def relation_targets(block: torch.Tensor, destination: torch.Tensor, gripper: torch.Tensor) -> torch.Tensor:
+    """``(M, 8)``: the named object relative to the gripper and the destination relative to the
+    named object (3-D each, :func:`compress`-ed), then the two distances (compressed). Inputs are
+    ``(M, 3)`` world positions; for single-object instructions the destination is the object."""
+    to_block, to_destination = block - gripper, destination - block
+    distances = torch.stack([to_block.norm(dim=-1), to_destination.norm(dim=-1)], dim=-1)
+    return torch.cat([compress(to_block), compress(to_destination), compress(distances)], dim=-1)
+
+
+class RelationLoss(torch.nn.Module):
+    """MSE of a linear head at the answer position (the last prompt token) against how the
+    objects the instruction names stand to each other and to the gripper (:func:`relation_targets`).
+
+    Whether a task is completed is a question about a relation — is the gripper on the named
+    block, is the named block on the named pad — and a PRM trained on the completion label alone
+    can answer it from shortcuts instead (the gripper low over *some* block; the gripper pushing
+    a block): this loss makes the answer position carry the relation itself, so the answer
+    tokens can read completion off it. The first colour word of the instruction names the
+    object, the second (if any) the destination. Used during training only; not saved with
+    the model.
+
+    Args:
+        tokenizer: the model's tokenizer (finds the colour words in ``input_ids``).
+        hidden_size: the language model's width.
+        layer: which hidden state to read (``num_layers`` = the last layer).
+    """
+
+    def __init__(self, tokenizer, hidden_size: int, layer: int):
+        super().__init__()
+        self.register_buffer("lookup", colour_lookup(tokenizer), persistent=False)
+        self.layer = layer
+        self.head = torch.nn.Linear(hidden_size, 8)
+
+    @classmethod
+    def for_model(cls, model, tokenizer) -> RelationLoss:
+        """The loss for a Qwen2-VL ``model``, reading its last layer."""
+        text = model.config.get_text_config()
+        return cls(tokenizer, text.hidden_size, text.num_hidden_layers).to(next(model.parameters()).device)
+
+    def named(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``(B, 2) long``: palette indices of the first and second colour words of each prompt
+        (the first twice when there is one; -1 when there is none)."""
+        colours = palette_indices(self.lookup, input_ids)
+        found = colours >= 0
+        order = torch.cumsum(found.long(), dim=1)
+        first = torch.where(found & (order == 1), colours, -1).max(dim=1).values
+        second = torch.where(found & (order == 2), colours, -1).max(dim=1).values
+        return torch.stack([first, torch.where(second >= 0, second, first)], dim=1)
+
+    def forward(
+        self, hidden_states, input_ids: torch.Tensor, colour_positions: torch.Tensor, grippers: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The loss of one batch, or ``None`` when no prompt of it names objects found in its frame.
+
+        ``colour_positions (B, C, 3)``: world position of each palette colour's object (NaN if
+        absent); ``grippers (B, 3)``: the gripper's position."""
+        named = self.named(input_ids)
+        rows = torch.arange(len(named), device=named.device)
+        known = named[:, 0] >= 0
+        block = colour_positions[rows, named[:, 0].clamp(min=0)]
+        destination = colour_positions[rows, named[:, 1].clamp(min=0)]
+        known &= ~(torch.isnan(block).any(-1) | torch.isnan(destination).any(-1))
+        if not bool(known.any()):
+            return None
+        targets = relation_targets(block[known], destination[known], grippers[known, :3])
+        hidden = hidden_states[self.layer][known, -1].float()
+        return torch.nn.functional.mse_loss(self.head(hidden), targets)

@@ -87,20 +87,19 @@ def test_resume_continues_from_the_last_checkpoint(dataset, tiny_qwen, tmp_path)
     assert second["resumed_from"].endswith("checkpoint-30") and second["steps"] == 60
 
 
-def test_grounding_loss_trains_a_head_that_checkpoints_and_resumes(dataset, tiny_qwen, tmp_path):
+def test_auxiliary_losses_train_heads_that_checkpoint_and_resume(dataset, tiny_qwen, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from reward.prm_trainer import GROUNDING_HEAD_FILE
+    from reward.prm_trainer import GROUNDING_HEAD_FILE, RELATION_HEAD_FILE
 
     out = tmp_path / "grounded"
-    config = _config(dataset, tiny_qwen, out, max_steps=30, grounding_weight=1.0, freeze_vision=True)
-    train_prm(config)
-    head_path = out / "checkpoint-30" / GROUNDING_HEAD_FILE
-    first_head = torch.load(head_path, weights_only=True)
+    flags = dict(grounding_weight=1.0, relation_weight=1.0, freeze_vision=True)
+    train_prm(_config(dataset, tiny_qwen, out, max_steps=30, **flags))
     state = json.load(open(out / "checkpoint-30" / "trainer_state.json"))
-    grounding = [e["grounding_loss"] for e in state["log_history"] if "grounding_loss" in e]
-    assert len(grounding) == 3 and all(np.isfinite(grounding))
+    for name in ("grounding_loss", "relation_loss"):
+        logged = [e[name] for e in state["log_history"] if name in e]
+        assert len(logged) == 3 and all(np.isfinite(logged)) and logged[0] > 0
     before, after = (
         load_file(os.path.join(tiny_qwen, "model.safetensors")),
         load_file(str(out / "checkpoint-30" / "model.safetensors")),
@@ -108,14 +107,16 @@ def test_grounding_loss_trains_a_head_that_checkpoints_and_resumes(dataset, tiny
     visual = [k for k in before if ".visual." in k or k.startswith("visual.")]
     assert visual and all(torch.equal(before[k], after[k]) for k in visual)  # --freeze_vision True
     assert any(not torch.equal(before[k], after[k]) for k in before if k not in visual)
-    assert not (out / "final_checkpoint" / GROUNDING_HEAD_FILE).exists()  # training-only head
-    # resuming restores the head from checkpoint-30: mark it, and the resumed run must start from the mark
-    marked = {k: torch.full_like(v, 5.0) for k, v in first_head.items()}
-    torch.save(marked, head_path)
-    train_prm(_config(dataset, tiny_qwen, out, max_steps=60, grounding_weight=1.0, freeze_vision=True, resume=True))
-    second_head = torch.load(out / "checkpoint-60" / GROUNDING_HEAD_FILE, weights_only=True)
-    drift = max(float((second_head[k] - 5.0).abs().max()) for k in second_head)
-    assert 0 < drift < 0.2  # 30 Adam steps at lr 3e-3 from the mark; a fresh head would sit near 0
+    for filename in (GROUNDING_HEAD_FILE, RELATION_HEAD_FILE):
+        assert not (out / "final_checkpoint" / filename).exists()  # training-only heads
+        # resuming restores each head from checkpoint-30: mark it, and the resumed run must start from the mark
+        path = out / "checkpoint-30" / filename
+        torch.save({k: torch.full_like(v, 5.0) for k, v in torch.load(path, weights_only=True).items()}, path)
+    train_prm(_config(dataset, tiny_qwen, out, max_steps=60, resume=True, **flags))
+    for filename in (GROUNDING_HEAD_FILE, RELATION_HEAD_FILE):
+        head = torch.load(out / "checkpoint-60" / filename, weights_only=True)
+        drift = max(float((head[k] - 5.0).abs().max()) for k in head)
+        assert 0 < drift < 0.2  # 30 Adam steps at lr 3e-3 from the mark; a fresh head would sit near 0
 
 
 def test_grounding_needs_a_dataset_with_colour_positions(dataset, tiny_qwen, tmp_path, capsys):
@@ -131,8 +132,12 @@ def test_grounding_needs_a_dataset_with_colour_positions(dataset, tiny_qwen, tmp
     argv = ["--data", str(copy), "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]
     assert main(argv + ["--grounding_weight", "1"]) == 2
     assert "record colour_positions" in capsys.readouterr().err
+    assert main(argv + ["--relation_weight", "1"]) == 2
+    assert "--relation_weight needs datasets whose rows record colour_positions" in capsys.readouterr().err
     assert main(argv + ["--grounding_weight", "-1"]) == 2
     assert "--grounding_weight must be >= 0" in capsys.readouterr().err
+    assert main(argv + ["--relation_weight", "-0.5"]) == 2
+    assert "--relation_weight must be >= 0" in capsys.readouterr().err
 
 
 def test_several_datasets_train_together_and_their_seeds_are_recorded(dataset, tiny_qwen, tmp_path, capsys):
