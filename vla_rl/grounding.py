@@ -131,16 +131,18 @@ def relation_targets(block: torch.Tensor, destination: torch.Tensor, gripper: to
 
 
 class RelationLoss(torch.nn.Module):
-    """MSE of a linear head at the answer position (the last prompt token) against how the
-    objects the instruction names stand to each other and to the gripper (:func:`relation_targets`).
+    """MSE of a linear head at the answer position (a PRM's last prompt token; a policy's last
+    prompt position, where its first action token is predicted) against how the objects the
+    instruction names stand to each other and to the gripper (:func:`relation_targets`).
 
     Whether a task is completed is a question about a relation — is the gripper on the named
     block, is the named block on the named pad — and a PRM trained on the completion label alone
     can answer it from shortcuts instead (the gripper low over *some* block; the gripper pushing
     a block): this loss makes the answer position carry the relation itself, so the answer
-    tokens can read completion off it. The first colour word of the instruction names the
-    object, the second (if any) the destination. Used during training only; not saved with
-    the model.
+    tokens can read completion off it. A policy's next action depends on the same relation
+    (where to push from is the block's position and the direction to the pad). The first
+    colour word of the instruction names the object, the second (if any) the destination.
+    Used during training only; not saved with the model.
 
     Args:
         tokenizer: the model's tokenizer (finds the colour words in ``input_ids``).
@@ -171,12 +173,19 @@ class RelationLoss(torch.nn.Module):
         return torch.stack([first, torch.where(second >= 0, second, first)], dim=1)
 
     def forward(
-        self, hidden_states, input_ids: torch.Tensor, colour_positions: torch.Tensor, grippers: torch.Tensor
+        self,
+        hidden_states,
+        input_ids: torch.Tensor,
+        colour_positions: torch.Tensor,
+        grippers: torch.Tensor,
+        position: int = -1,
     ) -> torch.Tensor | None:
         """The loss of one batch, or ``None`` when no prompt of it names objects found in its frame.
 
         ``colour_positions (B, C, 3)``: world position of each palette colour's object (NaN if
-        absent); ``grippers (B, 3)``: the gripper's position."""
+        absent); ``grippers (B, 3)``: the gripper's position; ``position``: the sequence index
+        read (-1, the answer position of a PRM prompt; a policy reads the last prompt position,
+        before the teacher-forced action tokens)."""
         named = self.named(input_ids)
         rows = torch.arange(len(named), device=named.device)
         known = named[:, 0] >= 0
@@ -186,5 +195,5 @@ class RelationLoss(torch.nn.Module):
         if not bool(known.any()):
             return None
         targets = relation_targets(block[known], destination[known], grippers[known, :3])
-        hidden = hidden_states[self.layer][known, -1].float()
+        hidden = hidden_states[self.layer][known, position].float()
         return torch.nn.functional.mse_loss(self.head(hidden), targets)

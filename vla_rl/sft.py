@@ -14,7 +14,9 @@ Two options (off by default; bench/README.md has what they measured on the defau
 ``--grounding_weight`` adds, during cloning only, the grounding loss of :mod:`vla_rl.grounding`:
 at every colour word of the prompt, where that colour's object is (needs demonstrations that
 record ``colour_positions``) — a dense signal that binds the instruction to the object it
-names; the head is not saved. ``--dagger_rounds`` runs DAgger after cloning
+names; the head is not saved. ``--relation_weight`` adds the relation loss of the same module at the
+last prompt position (how the named object stands to the gripper and to its destination, from
+which the next action follows). ``--dagger_rounds`` runs DAgger after cloning
 (:mod:`vla_rl.dagger`): the policy's own states, labelled by the scripted expert, join the data.
 
 The output is a policy checkpoint (:mod:`vla_rl.policy.checkpoint`), written atomically, then
@@ -49,6 +51,7 @@ class SFTConfig:
     label_sigma: float = 1.5
     grounding_weight: float = 0.0
     grounding_layer: int = 0  # 0: the middle of the stack
+    relation_weight: float = 0.0
     relabel: bool = False
     vision_lr_scale: float = 1.0
     dagger_rounds: int = 0
@@ -80,6 +83,7 @@ class SFTConfig:
             raise ValueError(f"--label_sigma must be >= 0, got {self.label_sigma}.")
         require_at_least(self.grounding_weight, 0, "--grounding_weight")
         require_at_least(self.grounding_layer, 0, "--grounding_layer")
+        require_at_least(self.relation_weight, 0, "--relation_weight")
         require_at_least(self.vision_lr_scale, 0, "--vision_lr_scale")
         if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 1:
             raise ValueError(
@@ -188,7 +192,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from vla_rl.atomic import atomic_directory
-    from vla_rl.grounding import GroundingLoss
+    from vla_rl.grounding import GroundingLoss, RelationLoss
     from vla_rl.policy.action_tokenizer import ActionStats, ActionTokenizer
     from vla_rl.policy.checkpoint import save_policy
     from vla_rl.policy.vla import VLAPolicy
@@ -202,10 +206,11 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     demos = Demonstrations.load(config.data, config.labels, config.tasks, config.relabel)
-    if config.grounding_weight > 0 and demos.colour_positions is None:
+    auxiliary = config.grounding_weight > 0 or config.relation_weight > 0
+    if auxiliary and demos.colour_positions is None:
+        flag = "--grounding_weight" if config.grounding_weight > 0 else "--relation_weight"
         raise ValueError(
-            "--grounding_weight needs demonstrations that record colour_positions; record them again "
-            "with `python -m envs.demos`."
+            f"{flag} needs demonstrations that record colour_positions; record them again with `python -m envs.demos`."
         )
     model = load_model(config.vla_path, "--vla_path", device="auto", dtype="float32")
     vocab = model.config.get_text_config().vocab_size
@@ -219,16 +224,18 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         state_stats=state_stats,
     )
     policy.image_size = demos.image_size
-    grounding = None
+    grounding = relation = None
     if config.grounding_weight > 0:
         grounding = GroundingLoss.for_model(model, policy.processor.tokenizer, config.grounding_layer)
+    if config.relation_weight > 0:
+        relation = RelationLoss.for_model(model, policy.processor.tokenizer)
     model.train()
     visual = model.model.visual
     if config.vision_lr_scale == 0:
         visual.requires_grad_(False)
     vision_ids = {id(p) for p in visual.parameters()}
     rest = [p for p in model.parameters() if id(p) not in vision_ids]
-    rest += [] if grounding is None else list(grounding.parameters())
+    rest += [p for head in (grounding, relation) if head is not None for p in head.parameters()]
     groups = [{"params": rest, "lr": config.learning_rate}]
     if config.vision_lr_scale > 0:
         groups.append({"params": list(visual.parameters()), "lr": config.learning_rate * config.vision_lr_scale})
@@ -251,8 +258,8 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         """``steps`` optimiser steps of behaviour cloning on ``data``; the final smoothed loss."""
         nonlocal done_steps
         tokens = torch.from_numpy(policy.action_tokenizer.encode(data.actions))
-        if grounding is not None:
-            where, grippers = torch.from_numpy(data.colour_positions), torch.from_numpy(data.states[:, :2].copy())
+        if auxiliary:
+            where, grippers = torch.from_numpy(data.colour_positions), torch.from_numpy(data.states[:, :3].copy())
         model.train()
         ema = None
         bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
@@ -269,12 +276,18 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
             bins = batch_tokens - policy.action_tokenizer.first_id
             targets = soft_targets(bins, config.label_sigma).to(logits.device)
             loss = bc_loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
-            aux_loss = None
+            aux_loss = relation_loss = None
+            if auxiliary:
+                batch_where, batch_grippers = where[index].to(logits.device), grippers[index].to(logits.device)
             if grounding is not None:
-                device = logits.device
-                aux_loss = grounding(hidden_states, input_ids, where[index].to(device), grippers[index].to(device))
+                aux_loss = grounding(hidden_states, input_ids, batch_where, batch_grippers)
                 if aux_loss is not None:
                     loss = loss + config.grounding_weight * aux_loss
+            if relation is not None:
+                prompt_end = -(batch_tokens.shape[1] + 1)  # the last prompt position, before the action tokens
+                relation_loss = relation(hidden_states, input_ids, batch_where, batch_grippers, position=prompt_end)
+                if relation_loss is not None:
+                    loss = loss + config.relation_weight * relation_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -288,10 +301,14 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                 row = {"step": done_steps, "loss": value, "token_accuracy": accuracy}
                 if aux_loss is not None:
                     row["grounding_loss"] = float(aux_loss.detach())
+                if relation_loss is not None:
+                    row["relation_loss"] = float(relation_loss.detach())
                 history.append(row)
                 postfix = {"loss": f"{ema:.3f}", "acc": f"{accuracy:.2f}"}
                 if aux_loss is not None:
                     postfix["ground"] = f"{row['grounding_loss']:.3f}"
+                if relation_loss is not None:
+                    postfix["relation"] = f"{row['relation_loss']:.3f}"
                 bar.set_postfix(**postfix)
             done_steps += 1
         bar.close()
@@ -395,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=defaults.grounding_layer,
         help="hidden state the grounding loss reads (1 = after the first layer; 0: the middle of the stack)",
+    )
+    parser.add_argument(
+        "--relation_weight",
+        type=float,
+        default=defaults.relation_weight,
+        help="weight of the relation loss at the last prompt position: how the named object stands to the gripper "
+        "and to its destination (vla_rl.grounding.RelationLoss; 0: off; needs demos with colour_positions)",
     )
     parser.add_argument(
         "--relabel",

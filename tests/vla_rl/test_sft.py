@@ -71,6 +71,7 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
             warmup_steps=2,
             eval_episodes=2,
             grounding_weight=1.0,
+            relation_weight=1.0,
             dagger_rounds=1,
             dagger_episodes=2,
             dagger_steps=2,
@@ -86,7 +87,8 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
     with open(os.path.join(out, "vla_policy.json")) as f:
         assert json.load(f)["tasks"] == ["VLARL/Reach-v0"]
     history = json.load(open(os.path.join(out, "sft_summary.json")))["history"]
-    assert history[0]["step"] == 0 and np.isfinite(history[0]["grounding_loss"])  # the demos record colour positions
+    assert history[0]["step"] == 0  # the demos record colour positions, so both auxiliary losses ran
+    assert np.isfinite(history[0]["grounding_loss"]) and history[0]["relation_loss"] > 0
     # One DAgger round: 2 policy episodes cut at 3 steps (reach takes longer) add 6 labelled states.
     dagger = json.load(open(os.path.join(out, "sft_summary.json")))["dagger"]
     recorded = len(Demonstrations.load([demos]).actions)
