@@ -10,7 +10,7 @@ with 256 bins per dimension after the dataset's q01/q99 normalisation. The loss 
 cross-entropy of the action tokens; ``--label_sigma`` spreads each target over neighbouring
 bins (a Gaussian, in bins), which respects that bins are ordered values.
 
-Two options (off by default; bench/README.md has what they measured on the default tasks):
+Options (off by default; bench/README.md has what they measured on the default tasks):
 ``--grounding_weight`` adds, during cloning only, the grounding loss of :mod:`vla_rl.grounding`:
 at every colour word of the prompt, where that colour's object is (needs demonstrations that
 record ``colour_positions``) — a dense signal that binds the instruction to the object it
