@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from envs.demos import record
+from vla_rl.demonstrations import Demonstrations
 from vla_rl.policy.checkpoint import load_policy, save_policy
 from vla_rl.qwen.processor import QwenImageProcessor, position_image
-from vla_rl.sft import Demonstrations, SFTConfig, soft_targets, train_sft
+from vla_rl.sft import SFTConfig, soft_targets, train_sft
 
 pytestmark = pytest.mark.timeout(600)
 
