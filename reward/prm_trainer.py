@@ -100,8 +100,8 @@ def make_trainer_class():
             self.answer_ids = list(answer_ids)
             # name -> (loss module, weight, checkpoint file)
             self.auxiliary = {
-                name: (module, weight, path)
-                for name, module, weight, path in (
+                name: (module, weight, filename)
+                for name, module, weight, filename in (
                     ("grounding_loss", grounding, grounding_weight, GROUNDING_HEAD_FILE),
                     ("relation_loss", relation, relation_weight, RELATION_HEAD_FILE),
                 )

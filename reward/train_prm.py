@@ -248,14 +248,14 @@ def train_prm(config: PRMTrainConfig) -> dict:
         answer_ids = answer_token_ids(processor.tokenizer, ANSWER_PAIRS[config.answer_tokens])
     except ValueError as exc:
         raise ValueError(f"--answer_tokens {config.answer_tokens}: {exc}") from None
-    grounded = config.grounding_weight > 0 or config.relation_weight > 0
-    if grounded and not all("colour_positions" in row and "gripper" in row for row in train_rows):
+    auxiliary = config.grounding_weight > 0 or config.relation_weight > 0
+    if auxiliary and not all("colour_positions" in row and "gripper" in row for row in train_rows):
         flag = "--grounding_weight" if config.grounding_weight > 0 else "--relation_weight"
         raise ValueError(
             f"{flag} needs datasets whose rows record colour_positions and gripper; {config.data} "
             "have rows without them (build them again with `python -m reward.data`; both methods record them)."
         )
-    train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, grounded)
+    train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, auxiliary)
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
     weights = train_set.class_weights() if config.class_balance else (1.0, 1.0)
     model, mode, total = prepare_model(config)

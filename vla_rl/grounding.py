@@ -10,6 +10,9 @@ x/y relative to the gripper (per 10 cm) and in the world (per 15 cm). The colour
 answer by attending to the image tokens that show its colour; the later layers then copy the
 answer to the action positions, one fixed-position hop that cloning finds. The head is used
 during cloning only and is not saved.
+
+The relation loss (:class:`RelationLoss`) is its companion one step further: at the answer
+position, how the named object stands to the gripper and to its destination.
 """
 
 from __future__ import annotations
