@@ -15,9 +15,11 @@ Two generation methods (the PRM recipe of the reference systems):
 - ``expert`` (method 2): the scripted expert generates ``--num_samples`` episodes per task,
   executed with action noise drawn from ``--noise_levels`` (failures), and for a
   ``--decoy_fraction`` of episodes aimed at another block than the named one (near-misses
-  that only the instruction tells apart). ``--post_success_frames`` more frames are recorded
-  after success with the arm held still (while the task stays completed), so that "completed" frames are
-  not only the single terminal frame.
+  that only the instruction tells apart; with ``--decoy_destinations True`` also the named block
+  taken to another pad or tray). ``--post_success_frames`` more frames are recorded after success
+  while the task stays completed, so that "completed" frames are not only the single terminal
+  frame: the arm holds still, or with ``--post_success_motion retreat`` (``mixed``: half the
+  episodes) rises and backs away, so that completion cannot be read from where the gripper is.
 
 The episode generators live in :mod:`reward.generators`.
 
@@ -47,7 +49,7 @@ import numpy as np
 
 from reward import labels as L
 from reward.dataset import FORMAT_VERSION, META_FILE, SPLITS, read_meta
-from reward.generators import GeneratedEpisode, generate_expert, generate_policy
+from reward.generators import POST_SUCCESS_MOTIONS, GeneratedEpisode, generate_expert, generate_policy
 from vla_rl.atomic import atomic_directory
 from vla_rl.cli import str2bool
 
@@ -65,6 +67,8 @@ class DataConfig:
     noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.6, 1.0])
     decoy_fraction: float = 0.25
     post_success_frames: int = 8
+    post_success_motion: str = "hold"
+    decoy_destinations: bool = False
     step_frames: int = 5
     max_env_length: int = 0
     image_size: int = 56
@@ -89,6 +93,11 @@ class DataConfig:
             (all(n >= 0 for n in self.noise_levels), f"--noise_levels must be >= 0, got {self.noise_levels}"),
             (0 <= self.decoy_fraction <= 1, f"--decoy_fraction must be in [0, 1], got {self.decoy_fraction}"),
             (self.post_success_frames >= 0, f"--post_success_frames must be >= 0, got {self.post_success_frames}"),
+            (
+                self.post_success_motion in POST_SUCCESS_MOTIONS,
+                f"--post_success_motion must be one of {', '.join(POST_SUCCESS_MOTIONS)}, "
+                f"got {self.post_success_motion!r}",
+            ),
             (self.step_frames >= 1, f"--step_frames must be >= 1, got {self.step_frames}"),
             (self.max_env_length >= 0, f"--max_env_length must be >= 0, got {self.max_env_length}"),
             (16 <= self.image_size <= 256, f"--image_size must be in 16..256, got {self.image_size}"),
@@ -303,6 +312,18 @@ def parse_args(argv: list[str] | None = None) -> DataConfig:
     )
     p.add_argument(
         "--post_success_frames", type=int, default=d.post_success_frames, help="expert frames recorded after success"
+    )
+    p.add_argument(
+        "--post_success_motion",
+        default=d.post_success_motion,
+        help="the arm after success: hold (still), retreat (rise and back away while the task stays "
+        "completed), or mixed (one of the two per episode)",
+    )
+    p.add_argument(
+        "--decoy_destinations",
+        type=str2bool,
+        default=d.decoy_destinations,
+        help="decoy episodes may also take the named block to another pad or tray (push, pick_place)",
     )
     p.add_argument("--step_frames", type=int, default=d.step_frames, help="frames per step for the HE/SE step rewards")
     p.add_argument(

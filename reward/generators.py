@@ -27,26 +27,41 @@ class GeneratedEpisode:
 
 
 # ----------------------------------------------------------------------------- method 2
-def decoy_block(env, rng: np.random.Generator) -> int | None:
-    """Another block than the named one, if the task has several."""
+# Destination attributes of the tasks that have several: (named index, how many there are).
+DESTINATIONS = (("target_pad", "num_pads"), ("target_tray", "num_trays"))
+POST_SUCCESS_MOTIONS = ("hold", "retreat", "mixed")
+
+
+def decoy_target(env, rng: np.random.Generator, destinations: bool = False) -> dict[str, int] | None:
+    """What to aim the expert at instead of the named objects: another block than the named one,
+    or (with ``destinations``, on tasks with several pads or trays) the named block to another
+    destination, the two drawn with equal odds. None if the scene has no alternative."""
     base = env.unwrapped
-    count = getattr(base, "num_blocks", 1)
-    if not hasattr(base, "target_block") or count < 2:
+    options = []
+    if hasattr(base, "target_block") and getattr(base, "num_blocks", 1) >= 2:
+        options.append(("target_block", base.num_blocks))
+    if destinations:
+        options += [(name, getattr(base, count)) for name, count in DESTINATIONS if hasattr(base, name)]
+        options = [(name, count) for name, count in options if count >= 2]
+    if not options:
         return None
-    return int((base.target_block + rng.integers(1, count)) % count)
+    name, count = options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
+    return {name: int((getattr(base, name) + rng.integers(1, count)) % count)}
 
 
-def expert_action(expert, env, decoy: int | None) -> np.ndarray:
-    """The expert's action, planned towards ``decoy`` instead of the named block if given."""
+def expert_action(expert, env, decoy: dict[str, int] | None) -> np.ndarray:
+    """The expert's action, planned towards the ``decoy`` targets instead of the named ones if given."""
     base = env.unwrapped
-    if decoy is None:
+    if not decoy:
         return expert.act()
-    named = base.target_block
-    base.target_block = decoy
+    named = {name: getattr(base, name) for name in decoy}
+    for name, value in decoy.items():
+        setattr(base, name, value)
     try:
         return expert.act()
     finally:
-        base.target_block = named
+        for name, value in named.items():
+            setattr(base, name, value)
 
 
 def hold(action: np.ndarray) -> np.ndarray:
@@ -57,16 +72,52 @@ def hold(action: np.ndarray) -> np.ndarray:
     return still
 
 
+def retreat_direction(env, rng: np.random.Generator) -> np.ndarray:
+    """Unit (2,) horizontal direction for backing away after success: from the named block
+    towards the gripper, turned by up to 60 degrees either way (any direction if they coincide)."""
+    base = env.unwrapped
+    away = base.tcp_pos[:2] - base.target_block_pos[:2] if hasattr(base, "target_block_pos") else np.zeros(2)
+    angle = float(np.arctan2(away[1], away[0])) if np.linalg.norm(away) > 1e-3 else rng.uniform(-np.pi, np.pi)
+    angle += rng.uniform(-np.pi / 3, np.pi / 3)
+    return np.array([np.cos(angle), np.sin(angle)])
+
+
+def retreat(action: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Rise and move away along ``direction`` with the gripper as it was: after success, so that
+    "completed" frames also show the finished scene with the arm leaving it."""
+    out = np.zeros_like(action)
+    out[:2] = 0.6 * direction
+    out[2] = 1.0
+    out[6] = action[6]
+    return out
+
+
 def expert_episode(
-    env, expert, seed: int, decoy_rng, decoy_fraction: float, post_success: int, max_steps: int = 0
+    env,
+    expert,
+    seed: int,
+    decoy_rng,
+    decoy_fraction: float,
+    post_success: int,
+    max_steps: int = 0,
+    post_success_motion: str = "hold",
+    decoy_destinations: bool = False,
 ) -> GeneratedEpisode:
-    """One (perturbed) expert episode of at most ``max_steps`` actions (0: the task's limit);
-    after success it holds still for ``post_success`` frames."""
+    """One (perturbed) expert episode of at most ``max_steps`` actions (0: the task's limit).
+
+    After success it records up to ``post_success`` more frames while the task stays completed,
+    the arm holding still (``"hold"``), rising and backing away (``"retreat"``), or one of the
+    two drawn per episode (``"mixed"``). A ``decoy_fraction`` of episodes is aimed at another
+    block (with ``decoy_destinations``, also: the named block to another pad or tray)."""
+    if post_success_motion not in POST_SUCCESS_MOTIONS:
+        raise ValueError(f"post_success_motion must be one of {POST_SUCCESS_MOTIONS}, got {post_success_motion!r}")
     from envs.demos import colour_positions
 
     obs, info = env.reset(seed=seed)
     expert.reset()
-    decoy = decoy_block(env, decoy_rng) if decoy_rng.random() < decoy_fraction else None
+    decoy = decoy_target(env, decoy_rng, decoy_destinations) if decoy_rng.random() < decoy_fraction else None
+    backs_away = post_success_motion == "retreat" or (post_success_motion == "mixed" and decoy_rng.random() < 0.5)
+    direction = None
     coloured = getattr(env.unwrapped, "coloured_objects", None)
     colours = [colour_positions(coloured())] if coloured else []
     frames, states = [obs[keys.IMAGE]], [obs[keys.STATE]]
@@ -75,7 +126,13 @@ def expert_episode(
     steps, after = 0, None  # after: frames recorded since success
     action = np.zeros(7, np.float32)
     while True:
-        action = expert_action(expert, env, decoy) if after is None else hold(action)
+        if after is None:
+            action = expert_action(expert, env, decoy)
+        elif backs_away:
+            direction = retreat_direction(env, decoy_rng) if direction is None else direction
+            action = retreat(action, direction)
+        else:
+            action = hold(action)
         obs, _, terminated, _, info = env.unwrapped.step(action)
         steps += 1
         frames.append(obs[keys.IMAGE])
@@ -105,7 +162,7 @@ def expert_episode(
         task=env.spec.id,
         instruction=info[keys.INSTRUCTION],
         seed=seed,
-        source=f"expert-{noise}" + ("-decoy" if decoy is not None else ""),
+        source=f"expert-{noise}" + ("-decoy" if decoy else "") + ("-retreat" if backs_away and after else ""),
         colour_positions=np.stack(colours) if coloured else None,
     )
 
@@ -125,7 +182,15 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
             expert = experts[config.noise_levels[int(rng.integers(len(config.noise_levels)))]]
             episodes.append(
                 expert_episode(
-                    env, expert, seed, rng, config.decoy_fraction, config.post_success_frames, config.max_env_length
+                    env,
+                    expert,
+                    seed,
+                    rng,
+                    config.decoy_fraction,
+                    config.post_success_frames,
+                    config.max_env_length,
+                    config.post_success_motion,
+                    config.decoy_destinations,
                 )
             )
             bar.update(1)

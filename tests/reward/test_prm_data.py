@@ -127,9 +127,57 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
     assert "--band" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--method", "policy"]) == 2
     assert "--vla_path" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--post_success_motion", "wave"]) == 2
+    assert "--post_success_motion" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "nothing"), "--skip_generation", "True"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_retreat_after_success_keeps_the_scene_completed_while_the_arm_leaves(tmp_path):
+    out = str(tmp_path / "retreat")
+    config = DataConfig(
+        out=out, tasks=["push"], num_samples=6, image_size=32, seed=3, noise_levels=[0.0], decoy_fraction=0.0
+    )
+    config.post_success_motion = "retreat"
+    generate(config, progress_bar=False)
+    rows = load_rows(out, "train") + load_rows(out, "validation")
+    rose = 0
+    for episode in episodes_of(rows).values():
+        done = [r for r in episode if r["completion"]]
+        assert all(r["success"] for r in done)
+        if len(done) >= 4:
+            heights = [r["gripper"][2] for r in done]
+            assert heights == sorted(heights) and "retreat" in episode[0]["source"]
+            rose += heights[-1] - heights[0] > 0.05
+    assert rose >= 1  # at least one episode shows the finished scene with the gripper well above it
+
+
+def test_decoys_may_take_the_named_block_to_another_destination():
+    import gymnasium as gym
+
+    import envs
+    from envs.experts import make_expert
+    from reward.generators import decoy_target, expert_action
+
+    env = gym.make(envs.task_id("push"), image_size=32)
+    try:
+        env.reset(seed=4)
+        base = env.unwrapped
+        rng = np.random.default_rng(0)
+        assert {tuple(decoy_target(env, rng)) for _ in range(20)} == {("target_block",)}
+        drawn = [decoy_target(env, rng, destinations=True) for _ in range(40)]
+        assert {tuple(d) for d in drawn} == {("target_block",), ("target_pad",)}
+        assert all(d.get("target_pad", -1) != base.target_pad for d in drawn)
+        assert all(d.get("target_block", -1) != base.target_block for d in drawn)
+        named = base.target_block, base.target_pad
+        expert = make_expert(env, action_noise=0.0, seed=0)
+        expert.reset()
+        towards_pad = expert_action(expert, env, {"target_pad": (named[1] + 1) % base.num_pads})
+        assert (base.target_block, base.target_pad) == named  # restored after planning
+        assert towards_pad.shape == (7,)
+    finally:
+        env.close()
 
 
 def test_policy_rollouts_with_a_difficulty_band(tiny_qwen, tmp_path):
