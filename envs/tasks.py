@@ -76,6 +76,7 @@ class ReachEnv(_BlockTask):
     xml_file = "reach.xml"
     task_name = "reach"
     tolerance = 0.025
+    success_needs_gripper = True
 
     def _sample_scene(self, rng):
         colours = sample_colours(rng, self.num_blocks)

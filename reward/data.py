@@ -19,7 +19,8 @@ Two generation methods (the PRM recipe of the reference systems):
   taken to another pad or tray). ``--post_success_frames`` more frames are recorded after success
   while the task stays completed, so that "completed" frames are not only the single terminal
   frame: the arm holds still, or with ``--post_success_motion retreat`` (``mixed``: half the
-  episodes) rises and backs away, so that completion cannot be read from where the gripper is.
+  episodes) rises and backs away, so that completion cannot be read from where the gripper is
+  (except in tasks whose success is the gripper's own relation to the scene: reach).
 
 The episode generators live in :mod:`reward.generators`.
 

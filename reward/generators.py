@@ -107,7 +107,7 @@ def expert_episode(
 
     After success it records up to ``post_success`` more frames while the task stays completed,
     the arm holding still (``"hold"``), rising and backing away (``"retreat"``), or one of the
-    two drawn per episode (``"mixed"``). A ``decoy_fraction`` of episodes is aimed at another
+    two drawn per episode (``"mixed"``); in tasks whose success needs the gripper (reach) it holds. A ``decoy_fraction`` of episodes is aimed at another
     block (with ``decoy_destinations``, also: the named block to another pad or tray)."""
     if post_success_motion not in POST_SUCCESS_MOTIONS:
         raise ValueError(f"post_success_motion must be one of {POST_SUCCESS_MOTIONS}, got {post_success_motion!r}")
@@ -117,6 +117,7 @@ def expert_episode(
     expert.reset()
     decoy = decoy_target(env, decoy_rng, decoy_destinations) if decoy_rng.random() < decoy_fraction else None
     backs_away = post_success_motion == "retreat" or (post_success_motion == "mixed" and decoy_rng.random() < 0.5)
+    backs_away = backs_away and not getattr(env.unwrapped, "success_needs_gripper", False)
     direction = None
     coloured = getattr(env.unwrapped, "coloured_objects", None)
     colours = [colour_positions(coloured())] if coloured else []

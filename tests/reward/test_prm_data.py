@@ -137,7 +137,7 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
 def test_retreat_after_success_keeps_the_scene_completed_while_the_arm_leaves(tmp_path):
     out = str(tmp_path / "retreat")
     config = DataConfig(
-        out=out, tasks=["push"], num_samples=6, image_size=32, seed=3, noise_levels=[0.0], decoy_fraction=0.0
+        out=out, tasks=["reach", "push"], num_samples=6, image_size=32, seed=3, noise_levels=[0.0], decoy_fraction=0.0
     )
     config.post_success_motion = "retreat"
     generate(config, progress_bar=False)
@@ -146,7 +146,10 @@ def test_retreat_after_success_keeps_the_scene_completed_while_the_arm_leaves(tm
     for episode in episodes_of(rows).values():
         done = [r for r in episode if r["completion"]]
         assert all(r["success"] for r in done)
-        if len(done) >= 4:
+        if episode[0]["task"] == "VLARL/Reach-v0":  # touching is the task: the arm holds instead
+            assert "retreat" not in episode[0]["source"]
+            assert not done or len(done) == 1 + config.post_success_frames
+        elif len(done) >= 4:
             heights = [r["gripper"][2] for r in done]
             assert heights == sorted(heights) and "retreat" in episode[0]["source"]
             rose += heights[-1] - heights[0] > 0.05
