@@ -109,7 +109,7 @@ class ManipulationEnv(gym.Env):
     xml_file: str = ""
     camera: str = "front"
     task_name: str = ""
-    success_needs_gripper: bool = False  # success is a relation of the gripper to the scene (it ends when the arm leaves)
+    success_needs_gripper: bool = False  # success is the gripper's relation to the scene (ends when it leaves)
 
     def __init__(self, render_mode: str | None = "rgb_array", image_size: int = 128, render_obs: bool = True):
         if render_mode not in (None, "rgb_array"):

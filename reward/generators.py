@@ -107,8 +107,9 @@ def expert_episode(
 
     After success it records up to ``post_success`` more frames while the task stays completed,
     the arm holding still (``"hold"``), rising and backing away (``"retreat"``), or one of the
-    two drawn per episode (``"mixed"``); in tasks whose success needs the gripper (reach) it holds. A ``decoy_fraction`` of episodes is aimed at another
-    block (with ``decoy_destinations``, also: the named block to another pad or tray)."""
+    two drawn per episode (``"mixed"``); in tasks whose success needs the gripper (reach) it
+    holds. A ``decoy_fraction`` of episodes is aimed at another block (with
+    ``decoy_destinations``, also: the named block to another pad or tray)."""
     if post_success_motion not in POST_SUCCESS_MOTIONS:
         raise ValueError(f"post_success_motion must be one of {POST_SUCCESS_MOTIONS}, got {post_success_motion!r}")
     from envs.demos import colour_positions
