@@ -27,7 +27,7 @@ class GeneratedEpisode:
 
 
 # ----------------------------------------------------------------------------- method 2
-# Destination attributes of the tasks that have several: (named index, how many there are).
+# Tasks with several destinations: (attribute naming the destination, attribute counting them).
 DESTINATIONS = (("target_pad", "num_pads"), ("target_tray", "num_trays"))
 POST_SUCCESS_MOTIONS = ("hold", "retreat", "mixed")
 
