@@ -137,9 +137,15 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
 def test_retreat_after_success_keeps_the_scene_completed_while_the_arm_leaves(tmp_path):
     out = str(tmp_path / "retreat")
     config = DataConfig(
-        out=out, tasks=["reach", "push"], num_samples=6, image_size=32, seed=3, noise_levels=[0.0], decoy_fraction=0.0
+        out=out,
+        tasks=["reach", "push"],
+        num_samples=6,
+        image_size=32,
+        seed=3,
+        noise_levels=[0.0],
+        decoy_fraction=0.0,
+        post_success_motion="retreat",
     )
-    config.post_success_motion = "retreat"
     generate(config, progress_bar=False)
     rows = load_rows(out, "train") + load_rows(out, "validation")
     rose = 0
