@@ -21,12 +21,6 @@ from envs.tasks import PickPlaceEnv, PushEnv, ReachEnv, StackEnv
 OPEN, CLOSED = -1.0, 1.0
 CRUISE_HEIGHT = 0.10  # TCP height for moving above the objects
 CARRY_HEIGHT = 0.13  # TCP height while carrying a block
-# Descent cones (inner, outer radius in metres): within ``inner`` of the point above its goal the
-# expert heads all the way down, beyond ``outer`` it keeps its height, linearly in between. A
-# cloned policy locates the goal to about 2 cm; a descent that waits for 1 cm alignment leaves it
-# hovering above the goal, while one that starts on the way in is a rule it can follow.
-REACH_CONE = (0.015, 0.035)
-PUSH_CONE = (0.015, 0.03)
 
 
 class Expert:
@@ -84,16 +78,9 @@ class Expert:
     def _near(self, goal: np.ndarray, tolerance: float, axes=slice(None)) -> bool:
         return bool(np.linalg.norm((self.env.tcp_pos - goal)[axes]) < tolerance)
 
-    def _cone_height(self, goal_xy: np.ndarray, low: float, high: float, cone: tuple[float, float]) -> float:
-        """Target height on the descent cone around ``goal_xy`` (see ``REACH_CONE``)."""
-        inner, outer = cone
-        distance = float(np.linalg.norm(self.env.tcp_pos[:2] - goal_xy))
-        return low + (high - low) * float(np.clip((distance - inner) / (outer - inner), 0.0, 1.0))
-
 
 class ReachExpert(Expert):
-    """Move above the named block, descending once near it (``REACH_CONE``), then straight down
-    onto its top face."""
+    """Move above the named block, then straight down onto its top face."""
 
     def _plan(self):
         env: ReachEnv = self.env
@@ -103,8 +90,7 @@ class ReachExpert(Expert):
 
     def _above(self, block: int) -> np.ndarray:
         goal = self.env.goal(block)
-        height = self._cone_height(goal[:2], goal[2], max(goal[2], self.env.tcp_target[2]), REACH_CONE)
-        return np.array([goal[0], goal[1], height])
+        return np.array([goal[0], goal[1], max(goal[2], self.env.tcp_target[2])])
 
     def _plan_for(self, block: int, descend: bool) -> np.ndarray:
         env: ReachEnv = self.env
@@ -126,9 +112,8 @@ class ReachExpert(Expert):
 
 
 class PushExpert(Expert):
-    """Closed gripper as a pusher: go behind the block (descending once near it, ``PUSH_CONE``),
-    lower, push along the block-to-pad line, and back off and re-align whenever the block drifts
-    off the line."""
+    """Closed gripper as a pusher: go behind the block, lower, push along the block-to-pad line,
+    and back off and re-align whenever the block drifts off the line."""
 
     def _plan(self):
         action, phase = self._plan_in(self.phase)
@@ -144,8 +129,8 @@ class PushExpert(Expert):
         yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the two fingers are symmetric under pi
         pusher = env.pusher_point()
         low = BLOCK_HALF
-        if phase == 0:  # towards the pusher point at cruise height, down the cone near it
-            goal = np.array([pusher[0], pusher[1], self._cone_height(pusher[:2], low, CRUISE_HEIGHT, PUSH_CONE)])
+        if phase == 0:  # above the pusher point
+            goal = np.array([pusher[0], pusher[1], CRUISE_HEIGHT])
             if self._near(goal, 0.01, slice(0, 2)):
                 phase = 1
         if phase == 1:  # down behind the block
@@ -176,8 +161,8 @@ class PushExpert(Expert):
     def alternatives(self) -> list[tuple[str, np.ndarray]]:
         """For every other (block, pad) pair: its instruction and this expert's action for it
         from the current state, the phase read from the geometry (pushing when low on that
-        pair's push line, descending when above its pusher point or on its descent cone,
-        backing off when low elsewhere, else travelling above its pusher point)."""
+        pair's push line, descending when above its pusher point, backing off when low
+        elsewhere, else travelling above its pusher point)."""
         env: PushEnv = self.env
         named = env.target_block, env.target_pad
         out = []
@@ -199,8 +184,6 @@ class PushExpert(Expert):
             phase = 2
         elif self._near(env.pusher_point(), 0.01, slice(0, 2)) and height <= CRUISE_HEIGHT + 0.01:
             phase = 1
-        elif self._near(env.pusher_point(), PUSH_CONE[1], slice(0, 2)) and height <= CRUISE_HEIGHT + 0.01:
-            phase = 0  # on the descent cone
         elif height < CRUISE_HEIGHT - 0.01:
             phase = 3
         else:

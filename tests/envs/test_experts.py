@@ -124,33 +124,3 @@ def test_push_alternatives_push_the_other_block_onto_the_other_pad(make_env):
             if distance < base.tolerance:
                 break
         assert distance < base.tolerance, f"seed {seed}: the labels for {text!r} left the block {distance:.3f} m away"
-
-
-@pytest.mark.parametrize("task", ["reach", "push"])
-def test_experts_go_down_inside_the_cone_and_hold_height_outside_it(make_env, task):
-    """Reach and push descend once the gripper is within the cone's outer radius of the point
-    above their goal (not only at 1 cm alignment) and keep their travel height beyond it."""
-    from envs.base import POS_STEP
-    from envs.experts import CRUISE_HEIGHT, PUSH_CONE, REACH_CONE
-
-    env = make_env(task, render_obs=False)
-    base = env.unwrapped
-    expert = make_expert(env)
-    inner, outer = REACH_CONE if task == "reach" else PUSH_CONE
-    for seed in range(3):
-        for offset, descends in [((inner + outer) / 2, True), (outer + 0.02, False)]:
-            env.reset(seed=seed)
-            expert.reset()
-            travel = base.tcp_pos[2] if task == "reach" else CRUISE_HEIGHT
-            goal = base.goal() if task == "reach" else base.pusher_point()
-            away = np.array([1.0, 0.0]) if task == "reach" else -base.push_direction()  # push: not over the block
-            where = np.array([*(goal[:2] + offset * away), travel])
-            for _ in range(25):  # drive the TCP there and let it settle
-                move = np.clip((where - base.tcp_target) / POS_STEP, -1.0, 1.0)
-                env.step(np.concatenate([move, [0.0, 0.0, 0.0, expert.act()[6]]]).astype(np.float32))
-                expert.reset()
-            z_action = expert.act()[2]
-            if descends:
-                assert z_action < -0.5, f"seed {seed}: {offset:.3f} m from the goal the {task} expert does not go down"
-            else:
-                assert z_action > -0.05, f"seed {seed}: {offset:.3f} m from the goal the {task} expert goes down"
