@@ -190,9 +190,9 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
                     rng,
                     config.decoy_fraction,
                     config.post_success_frames,
-                    config.max_env_length,
-                    config.post_success_motion,
-                    config.decoy_destinations,
+                    max_steps=config.max_env_length,
+                    post_success_motion=config.post_success_motion,
+                    decoy_destinations=config.decoy_destinations,
                 )
             )
             bar.update(1)
