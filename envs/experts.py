@@ -21,6 +21,9 @@ from envs.tasks import PickPlaceEnv, PushEnv, ReachEnv, StackEnv
 OPEN, CLOSED = -1.0, 1.0
 CRUISE_HEIGHT = 0.10  # TCP height for moving above the objects
 CARRY_HEIGHT = 0.13  # TCP height while carrying a block
+REACH_SLOPE = 0.5  # reach: clearance cone, metres of height above the goal per metre of horizontal distance
+PUSH_SLOPE = 1.5  # push: steeper, so the TCP clears the block when it comes from the pad's side
+GLIDE_FLAT = 0.005  # horizontal distance within which the clearance cone is flat at the goal height
 
 
 class Expert:
@@ -78,24 +81,44 @@ class Expert:
     def _near(self, goal: np.ndarray, tolerance: float, axes=slice(None)) -> bool:
         return bool(np.linalg.norm((self.env.tcp_pos - goal)[axes]) < tolerance)
 
+    def _line(
+        self, goal: np.ndarray, yaw: float, gripper: float, slope: float, keep_out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Move the TCP target on the straight line to ``goal`` (all three axes in proportion,
+        the largest at full speed), but never below the cone :meth:`_floor` around it, nor lower
+        than 2 cm above the top of a block at ``keep_out`` within 4.5 cm of it horizontally; keep
+        the hand level, turn to ``yaw`` and set the gripper. Above the goal the line is vertical,
+        so the descent needs no precise "now it is above the goal" moment."""
+        step = (goal - self.env.tcp_target) / POS_STEP
+        step = step / max(1.0, float(np.abs(step).max()))
+        after = self.env.tcp_pos + step * POS_STEP  # where the TCP is (the target may run ahead of it)
+        floor = self._floor(goal, slope, after)
+        if keep_out is not None and np.linalg.norm(after[:2] - keep_out[:2]) < 0.045:
+            floor = max(floor, keep_out[2] + BLOCK_HALF + 0.02)
+        if self.env.tcp_target[2] + step[2] * POS_STEP < floor:
+            step[2] = np.clip((floor - self.env.tcp_target[2]) / POS_STEP, -1.0, 1.0)
+        rpy = self.env.target_rpy
+        rotate = np.clip((np.array([0.0, 0.0, yaw]) - rpy) / ROT_STEP, -1.0, 1.0)
+        return np.concatenate([step, rotate, [gripper]])
+
+    def _floor(self, goal: np.ndarray, slope: float, point: np.ndarray | None = None) -> float:
+        """Lowest height allowed at ``point`` (default: the TCP) on the way to ``goal``: a cone
+        ``goal z + slope * (horizontal distance)``, capped at the cruise height, that keeps the
+        TCP clear of the objects."""
+        point = self.env.tcp_pos if point is None else point
+        distance = float(np.linalg.norm(point[:2] - goal[:2]))
+        return min(goal[2] + slope * max(0.0, distance - GLIDE_FLAT), max(goal[2], CRUISE_HEIGHT))
+
 
 class ReachExpert(Expert):
-    """Move above the named block, then straight down onto its top face."""
+    """Straight line to 1 cm above the named block's top face (:meth:`Expert._line`)."""
 
     def _plan(self):
-        env: ReachEnv = self.env
-        if self.phase == 0 and self._near(self._above(env.target_block), 0.01, slice(0, 2)):
-            self._goto_phase(1)
-        return self._plan_for(env.target_block, descend=self.phase == 1)
+        return self._plan_for(self.env.target_block)
 
-    def _above(self, block: int) -> np.ndarray:
-        goal = self.env.goal(block)
-        return np.array([goal[0], goal[1], max(goal[2], self.env.tcp_target[2])])
-
-    def _plan_for(self, block: int, descend: bool) -> np.ndarray:
+    def _plan_for(self, block: int) -> np.ndarray:
         env: ReachEnv = self.env
-        yaw = grasp_yaw(env.blocks.quat(block))
-        return self._action(env.goal(block) if descend else self._above(block), yaw, OPEN)
+        return self._line(env.goal(block), grasp_yaw(env.blocks.quat(block)), OPEN, REACH_SLOPE)
 
     def alternatives(self) -> list[tuple[str, np.ndarray]]:
         """For every block the instruction does not name: the instruction that would name it
@@ -105,15 +128,14 @@ class ReachExpert(Expert):
         out = []
         for block in range(len(env.blocks)):
             if block != env.target_block:
-                descend = self._near(self._above(block), 0.01, slice(0, 2))
-                action = np.clip(self._plan_for(block, descend), -1.0, 1.0).astype(np.float32)
+                action = np.clip(self._plan_for(block), -1.0, 1.0).astype(np.float32)
                 out.append((env.instruction_for(block), action))
         return out
 
 
 class PushExpert(Expert):
-    """Closed gripper as a pusher: go behind the block, lower, push along the block-to-pad line,
-    and back off and re-align whenever the block drifts off the line."""
+    """Closed gripper as a pusher: a straight line down to the point behind the block (above a cone
+    that clears the block), push along the block-to-pad line, and back off upwards and re-approach whenever the block drifts off the line."""
 
     def _plan(self):
         action, phase = self._plan_in(self.phase)
@@ -122,31 +144,28 @@ class PushExpert(Expert):
         return action
 
     def _plan_in(self, phase: int) -> tuple[np.ndarray, int]:
-        """The action for the named block and pad in ``phase``, and the phase it leaves the expert in."""
+        """The action for the named block and pad in ``phase`` (0: approach, 1: push, 2: back
+        off), and the phase it leaves the expert in."""
         env: PushEnv = self.env
         direction = env.push_direction()
         yaw = float(np.arctan2(direction[1], direction[0]) + np.pi / 2)
         yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the two fingers are symmetric under pi
         pusher = env.pusher_point()
-        low = BLOCK_HALF
-        if phase == 0:  # above the pusher point
-            goal = np.array([pusher[0], pusher[1], CRUISE_HEIGHT])
-            if self._near(goal, 0.01, slice(0, 2)):
+        if phase == 0:  # straight down to the pusher point, above the cone that clears the block
+            if self._near(pusher, 0.01, slice(0, 2)) and self._near(pusher, 0.01, slice(2, 3)):
                 phase = 1
-        if phase == 1:  # down behind the block
-            goal = np.array([pusher[0], pusher[1], low])
-            if self._near(goal, 0.01, slice(2, 3)):
-                phase = 2
-        if phase == 2:  # push
+            else:
+                return self._line(pusher, yaw, CLOSED, PUSH_SLOPE, keep_out=env.target_block_pos), phase
+        if phase == 1:  # push
             if not self._on_push_line(direction):
-                phase = 3
+                phase = 2
             else:
                 # Pure pursuit of a point on the block-to-pad line just behind the block: the
                 # lateral part of the motion steers the block back onto the line.
                 ahead = pusher[:2] + direction * 0.035
-                goal = np.array([ahead[0], ahead[1], low])
+                goal = np.array([ahead[0], ahead[1], pusher[2]])
                 return self._action(goal, yaw, CLOSED, speed=0.6), phase
-        if phase == 3:  # back off upwards, then re-approach
+        if phase == 2:  # back off upwards, then re-approach
             goal = np.array([env.tcp_pos[0], env.tcp_pos[1], CRUISE_HEIGHT])
             if self._near(goal, 0.01, slice(2, 3)):
                 phase = 0
@@ -161,8 +180,7 @@ class PushExpert(Expert):
     def alternatives(self) -> list[tuple[str, np.ndarray]]:
         """For every other (block, pad) pair: its instruction and this expert's action for it
         from the current state, the phase read from the geometry (pushing when low on that
-        pair's push line, descending when above its pusher point, backing off when low
-        elsewhere, else travelling above its pusher point)."""
+        pair's push line, backing off when low elsewhere, else approaching)."""
         env: PushEnv = self.env
         named = env.target_block, env.target_pad
         out = []
@@ -180,12 +198,11 @@ class PushExpert(Expert):
     def _counterfactual(self) -> np.ndarray:
         env: PushEnv = self.env
         height = env.tcp_pos[2]
+        pusher = env.pusher_point()
         if height < BLOCK_HALF + 0.015 and self._on_push_line(env.push_direction()):
-            phase = 2
-        elif self._near(env.pusher_point(), 0.01, slice(0, 2)) and height <= CRUISE_HEIGHT + 0.01:
             phase = 1
-        elif height < CRUISE_HEIGHT - 0.01:
-            phase = 3
+        elif height < self._floor(pusher, PUSH_SLOPE) - 0.02:
+            phase = 2  # well below the approach cone: away from the push line, low
         else:
             phase = 0
         return np.clip(self._plan_in(phase)[0], -1.0, 1.0).astype(np.float32)

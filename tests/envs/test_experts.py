@@ -124,3 +124,23 @@ def test_push_alternatives_push_the_other_block_onto_the_other_pad(make_env):
             if distance < base.tolerance:
                 break
         assert distance < base.tolerance, f"seed {seed}: the labels for {text!r} left the block {distance:.3f} m away"
+
+
+@pytest.mark.parametrize("task, goal_of, below", [("reach", "goal", 0.15), ("push", "pusher_point", 0.09)])
+def test_experts_glide_down_before_they_are_above_the_goal(make_env, task, goal_of, below):
+    """The descent starts far from the goal (on a cone), not at a knife-edge "aligned" moment
+    that a cloned policy would have to see to the centimetre."""
+    env = make_env(task, render_obs=False)
+    base = env.unwrapped
+    expert = make_expert(env)
+    for seed in range(10):
+        env.reset(seed=seed)
+        expert.reset()
+        for _ in range(60):
+            goal = getattr(base, goal_of)()
+            if base.tcp_pos[2] < below:
+                break
+            _, _, terminated, _, _ = env.step(expert.act())
+            assert not terminated, f"seed {seed}: {task} finished without going below {below} m"
+        distance = float(np.linalg.norm(base.tcp_pos[:2] - goal[:2]))
+        assert distance > 0.025, f"seed {seed}: {task} went below {below} m only {distance:.3f} m from its goal"
