@@ -134,8 +134,9 @@ class ReachExpert(Expert):
 
 
 class PushExpert(Expert):
-    """Closed gripper as a pusher: a straight line down to the point behind the block (above a cone
-    that clears the block), push along the block-to-pad line, and back off upwards and re-approach whenever the block drifts off the line."""
+    """Closed gripper as a pusher: a straight line down to the point behind the block (above a
+    cone that clears the block), push along the block-to-pad line, and back off upwards and
+    re-approach whenever the block drifts off the line."""
 
     def _plan(self):
         action, phase = self._plan_in(self.phase)

@@ -199,7 +199,11 @@ class RunConfig:
     eval_episodes: int = field(default=20, metadata={"help": "held-out seeds per task in the final eval (0: none)"})
     eval_videos: int = field(default=2, metadata={"help": "eval videos per task"})
     eval_temperature: float = field(
-        default=0.0, metadata={"help": "final eval: 0 takes the most likely bins; > 0 samples at this temperature"}
+        default=0.0,
+        metadata={
+            "help": "final eval: 0 decodes deterministically (each action token the bin nearest its expected bin); "
+            "> 0 samples at this temperature"
+        },
     )
     use_wandb: bool = field(default=False, metadata={"help": "log to Weights & Biases (True/False)"})
     wandb_offline: bool = field(default=True, metadata={"help": "keep wandb offline (True/False)"})

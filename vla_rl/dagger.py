@@ -4,8 +4,8 @@ the scripted expert's noise-free action, and add those samples to the cloning da
 Behaviour cloning sees only states near the expert's paths; a cloned policy that drifts off
 them has never seen how to come back and keeps going. DAgger (Ross, Gordon and Bagnell, 2011)
 trains on the states the policy itself reaches. Each step executes the expert's action with
-probability ``beta`` and the policy's greedy action otherwise, as in the paper, so early rounds
-still reach the states near the goal. The expert runs beside the policy on the same env, so its
+probability ``beta`` and the policy's greedy action (its most likely bins) otherwise, as in the
+paper, so early rounds still reach the states near the goal. The expert runs beside the policy on the same env, so its
 phase machine follows the visited states.
 """
 
@@ -71,7 +71,7 @@ def _task_samples(policy, task, seeds, image_size, beta, max_steps, num_envs, rn
             images = np.stack([observations[i][keys.IMAGE] for i in batch])
             states = np.stack([observations[i][keys.STATE] for i in batch])
             texts = [instructions[i] for i in batch]
-            chosen = policy.act(images, texts, states, greedy=True)["actions"]
+            chosen = policy.act(images, texts, states, greedy=True, greedy_decoding="argmax")["actions"]
             for row, i in enumerate(batch):
                 label = experts[i].act()  # noise-free: the expert has no action noise here
                 out["images"].append(images[row])

@@ -46,6 +46,7 @@ def run_episodes(
     max_env_length: int | None = None,
     keep_frames: int = 0,
     on_episode=None,
+    greedy_decoding: str = "mean",
 ) -> list[dict]:
     """Run one episode per seed; returns per-episode ``success``, ``length``, ``seed``,
     ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` /
@@ -92,6 +93,7 @@ def run_episodes(
                     observations.get(keys.STATE),
                     temperature=temperature,
                     greedy=greedy,
+                    greedy_decoding=greedy_decoding,
                 )
                 actions = np.clip(out["actions"], -1.0, 1.0).astype(np.float32)
                 observations, _, terminated, truncated, infos = env.step(actions)
@@ -161,13 +163,17 @@ def evaluate_policy(
     videos_per_task: int = 2,
     prm=None,
     progress: bool = True,
+    greedy_decoding: str = "mean",
 ) -> dict:
-    """Success rate per task over ``episodes`` seeds each (``seed_base ..``); a summary dict."""
+    """Success rate per task over ``episodes`` seeds each (``seed_base ..``); a summary dict.
+    ``greedy`` decodes deterministically (``greedy_decoding``: see :meth:`VLAPolicy.act`)."""
     from tqdm import tqdm
 
     seeds = list(range(seed_base, seed_base + episodes))
     summary: dict = {"seeds": [seeds[0], seeds[-1]], "greedy": greedy, "tasks": {}}
-    if not greedy:
+    if greedy:
+        summary["greedy_decoding"] = greedy_decoding
+    else:
         summary["temperature"] = temperature
     bar = tqdm(total=episodes * len(tasks), desc="eval", unit="ep", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
@@ -192,6 +198,7 @@ def evaluate_policy(
                 max_env_length,
                 keep_frames=keep,
                 on_episode=count,
+                greedy_decoding=greedy_decoding,
             )
             videos = write_videos(records, task, os.path.join(video_dir, task), prm) if video_dir else []
             summary["tasks"][task] = {
@@ -219,8 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed_base", type=int, default=EVAL_SEED_BASE, help="first evaluation seed")
     parser.add_argument("--image_size", type=int, default=None, help="frame side (default: the policy's)")
     parser.add_argument("--num_envs", type=int, default=8, help="envs stepped together")
-    parser.add_argument("--sample", action="store_true", help="sample actions instead of taking the most likely bins")
+    parser.add_argument("--sample", action="store_true", help="sample actions (default: decode them deterministically)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    parser.add_argument(
+        "--greedy_decoding",
+        choices=["mean", "argmax"],
+        default="mean",
+        help="without --sample: each action token is the bin nearest its expected bin (mean) or its most likely bin",
+    )
     parser.add_argument("--video_dir", default=None, help="write annotated videos here")
     parser.add_argument("--videos_per_task", type=int, default=2)
     parser.add_argument("--prm_model_name_or_path", default=None, help="score video frames with this PRM")
@@ -259,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         video_dir=args.video_dir,
         videos_per_task=args.videos_per_task,
         prm=prm,
+        greedy_decoding=args.greedy_decoding,
     )
     for task, row in summary["tasks"].items():
         print(

@@ -6,7 +6,7 @@ import torch
 
 from tests.policies import tiny_vla_policy
 from vla_rl.policy.action_tokenizer import ActionTokenizer
-from vla_rl.policy.vla import VLAPolicy
+from vla_rl.policy.vla import VLAPolicy, _ExpectedBin
 
 RNG = np.random.default_rng(0)
 FRAMES = RNG.integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
@@ -45,6 +45,35 @@ def test_greedy_is_deterministic_and_chunking_does_not_matter(policy):
     torch.testing.assert_close(chunked["token_ids"], whole["token_ids"])
 
 
+def test_greedy_decodings_pick_the_expected_and_the_most_likely_bin(policy):
+    bins = torch.arange(256, dtype=torch.float32)
+    first = policy.action_tokenizer.first_id
+    for decoding in ("mean", "argmax"):
+        out = policy.act(FRAMES, TEXTS, greedy=True, greedy_decoding=decoding)
+        # Teacher forcing on the chosen tokens gives each token's distribution given the ones before it.
+        logits, _ = policy.forward_actions(FRAMES, TEXTS, out["token_ids"])
+        chosen = (out["token_ids"] - first).float()
+        if decoding == "mean":
+            expected = (torch.softmax(logits.detach(), -1) * bins).sum(-1)
+            assert torch.all((chosen - expected).abs() <= 0.5 + 1e-3), (chosen, expected)
+        else:
+            torch.testing.assert_close(chosen, logits.argmax(-1).float())
+    assert not torch.equal(
+        policy.act(FRAMES, TEXTS, greedy=True)["token_ids"],
+        policy.act(FRAMES, TEXTS, greedy=True, greedy_decoding="argmax")["token_ids"],
+    )
+
+
+def test_expected_bin_of_a_two_peaked_distribution_lies_between_the_peaks():
+    first = 10
+    scores = torch.full((2, first + 256), -30.0)
+    scores[0, first + 0] = scores[0, first + 255] = 0.0  # half at -1, half at +1: the middle
+    scores[1, first + 200] = 5.0  # one clear peak: that bin
+    kept = _ExpectedBin(first)(None, scores)
+    assert kept.argmax(-1).tolist() == [first + 128, first + 200]  # 127.5 rounds to even
+    assert torch.isinf(kept).sum(-1).tolist() == [first + 255, first + 255]
+
+
 def test_evaluate_has_gradients_for_policy_and_value(policy):
     out = policy.act(FRAMES[:2], TEXTS[:2])
     evaluated = policy.evaluate(FRAMES[:2], TEXTS[:2], out["token_ids"])
@@ -61,6 +90,8 @@ def test_evaluate_has_gradients_for_policy_and_value(policy):
 def test_bad_arguments(policy, tiny_qwen):
     with pytest.raises(ValueError, match="temperature"):
         policy.act(FRAMES[:1], TEXTS[:1], temperature=0.0)
+    with pytest.raises(ValueError, match="greedy_decoding"):
+        policy.act(FRAMES[:1], TEXTS[:1], greedy=True, greedy_decoding="median")
     with pytest.raises(ValueError, match="vocab_size"):
         VLAPolicy(policy.model, policy.processor, ActionTokenizer(5000))
     with pytest.raises(ValueError, match="local_rollout_forward_batch_size"):

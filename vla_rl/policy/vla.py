@@ -20,6 +20,7 @@ from torch import nn
 from vla_rl.policy.action_tokenizer import NUM_BINS, ActionStats, ActionTokenizer
 
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
+GREEDY_DECODINGS = ("mean", "argmax")
 
 
 class _ActionTokensOnly:
@@ -32,6 +33,26 @@ class _ActionTokensOnly:
         masked = torch.full_like(scores, float("-inf"))
         masked[:, self.first_id : self.vocab_size] = scores[:, self.first_id : self.vocab_size]
         return masked
+
+
+class _ExpectedBin:
+    """A generation logits processor for deterministic decoding: it keeps only the bin nearest
+    the expected bin of the token's distribution (which greedy search then picks).
+
+    Action labels are continuous values spread over neighbouring bins, while a saturated action
+    (-1 or +1) is a single bin; the most likely bin is then often a saturated end although most
+    of the mass lies between them. The expected bin is the distribution's mean action."""
+
+    def __init__(self, first_id: int):
+        self.first_id = first_id
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores[:, self.first_id : self.first_id + NUM_BINS].float(), -1)
+        mean = (probs * torch.arange(NUM_BINS, dtype=probs.dtype, device=probs.device)).sum(-1)
+        chosen = self.first_id + mean.round().long().clamp(0, NUM_BINS - 1)
+        kept = torch.full_like(scores, float("-inf"))
+        kept[torch.arange(len(scores), device=scores.device), chosen] = 0.0
+        return kept
 
 
 class VLAPolicy(nn.Module):
@@ -115,13 +136,19 @@ class VLAPolicy(nn.Module):
         states: np.ndarray | None = None,
         temperature: float = 1.0,
         greedy: bool = False,
+        greedy_decoding: str = "mean",
     ) -> dict:
-        """Sample actions for a batch of frames.
+        """Sample actions for a batch of frames; ``greedy`` decodes deterministically instead,
+        each token in turn the bin nearest its distribution's expected bin
+        (``greedy_decoding="mean"``) or its most likely bin (``"argmax"``).
 
         Returns ``actions (B, D) float64`` (un-normalised), ``token_ids (B, D) long``,
         ``logprobs (B,)`` (sum over the action's tokens, at ``temperature``) and ``values (B,)``."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if greedy_decoding not in GREEDY_DECODINGS:
+            raise ValueError(f"greedy_decoding must be one of {GREEDY_DECODINGS}, got {greedy_decoding!r}.")
+        mean = greedy and greedy_decoding == "mean"
         step = self.max_batch
         outputs = [
             self._act_chunk(
@@ -130,6 +157,7 @@ class VLAPolicy(nn.Module):
                 None if states is None else states[i : i + step],
                 temperature,
                 greedy,
+                mean,
             )
             for i in range(0, len(frames), step)
         ]
@@ -137,9 +165,12 @@ class VLAPolicy(nn.Module):
         merged["actions"] = self.action_tokenizer.decode(merged["token_ids"].cpu().numpy())
         return merged
 
-    def _act_chunk(self, frames, instructions, states, temperature, greedy) -> dict:
+    def _act_chunk(self, frames, instructions, states, temperature, greedy, mean) -> dict:
         inputs = self._inputs(frames, instructions, states)
         dim = self.action_tokenizer.action_dim
+        processors = [_ActionTokensOnly(self.action_tokenizer.first_id, self.action_tokenizer.vocab_size)]
+        if mean:
+            processors.append(_ExpectedBin(self.action_tokenizer.first_id))
         out = self.model.generate(
             **inputs,
             max_new_tokens=dim,
@@ -148,7 +179,7 @@ class VLAPolicy(nn.Module):
             temperature=temperature,
             top_k=NUM_BINS,
             top_p=1.0,
-            logits_processor=[_ActionTokensOnly(self.action_tokenizer.first_id, self.action_tokenizer.vocab_size)],
+            logits_processor=processors,
             output_logits=True,
             output_hidden_states=True,
             return_dict_in_generate=True,

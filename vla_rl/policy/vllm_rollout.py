@@ -103,7 +103,11 @@ class VLLMRollout:
         return parse_action_outputs(outputs, tokenizer.action_dim, tokenizer.first_id)
 
     @torch.no_grad()
-    def act(self, frames, instructions, states=None, temperature: float = 1.0, greedy: bool = False) -> dict:
+    def act(
+        self, frames, instructions, states=None, temperature: float = 1.0, greedy: bool = False, greedy_decoding="mean"
+    ) -> dict:
+        if greedy and greedy_decoding != "argmax":  # vLLM's greedy search takes the most likely bin
+            return self.policy.act(frames, instructions, states, temperature, greedy, greedy_decoding)
         token_ids, vllm_logprobs = self._generate(frames, instructions, states, 0.0 if greedy else temperature)
         token_ids = torch.from_numpy(token_ids)
         step = self.policy.max_batch
