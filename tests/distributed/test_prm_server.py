@@ -41,7 +41,10 @@ def test_batches_keep_requests_whole_and_respect_the_size_limit(ray_cluster):
     finally:
         ray.kill(server)
     assert all(r.shape == (4,) for r in results)
-    assert stats["calls"] == 3 and stats["frames"] == 20  # 8 + 8 + 4: never more than 10, requests whole
+    # 8 + 8 + 4 when the five requests arrive within the wait; on a loaded machine they may come
+    # further apart (more, smaller calls), but a call never exceeds 10 frames nor splits a request.
+    assert stats["frames"] == 20 and 3 <= stats["calls"] <= 5
+    assert stats["largest_call"] <= 10 and stats["largest_call"] % 4 == 0
 
 
 def test_a_killed_server_is_restarted_and_the_request_retried(ray_cluster):

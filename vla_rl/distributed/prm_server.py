@@ -72,7 +72,7 @@ class PRMServer:
         self.queue: list[tuple] = []
         self.arrived: asyncio.Event | None = None
         self.batcher: asyncio.Task | None = None
-        self.stats_ = {"requests": 0, "frames": 0, "calls": 0, "busy_s": 0.0, "pid": os.getpid()}
+        self.stats_ = {"requests": 0, "frames": 0, "calls": 0, "largest_call": 0, "busy_s": 0.0, "pid": os.getpid()}
 
     async def score(self, frames, instructions, infos=None) -> np.ndarray:
         if self.batcher is None:
@@ -122,6 +122,7 @@ class PRMServer:
         self.stats_["busy_s"] += time.perf_counter() - start
         self.stats_["calls"] += 1
         self.stats_["frames"] += len(frames)
+        self.stats_["largest_call"] = max(self.stats_["largest_call"], len(frames))
         offset = 0
         for request in batch:
             request[3].set_result(scores[offset : offset + len(request[0])])
