@@ -23,7 +23,7 @@ CRUISE_HEIGHT = 0.10  # TCP height for moving above the objects
 CARRY_HEIGHT = 0.13  # TCP height while carrying a block
 REACH_SLOPE = 0.5  # reach: clearance cone, metres of height above the goal per metre of horizontal distance
 PUSH_SLOPE = 1.5  # push: steeper, so the TCP clears the block when it comes from the pad's side
-GLIDE_FLAT = 0.005  # horizontal distance within which the clearance cone is flat at the goal height
+CONE_FLAT = 0.005  # horizontal distance within which the clearance cone is flat at the goal height
 
 
 class Expert:
@@ -107,7 +107,7 @@ class Expert:
         TCP clear of the objects."""
         point = self.env.tcp_pos if point is None else point
         distance = float(np.linalg.norm(point[:2] - goal[:2]))
-        return min(goal[2] + slope * max(0.0, distance - GLIDE_FLAT), max(goal[2], CRUISE_HEIGHT))
+        return min(goal[2] + slope * max(0.0, distance - CONE_FLAT), max(goal[2], CRUISE_HEIGHT))
 
 
 class ReachExpert(Expert):

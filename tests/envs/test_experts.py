@@ -127,7 +127,7 @@ def test_push_alternatives_push_the_other_block_onto_the_other_pad(make_env):
 
 
 @pytest.mark.parametrize("task, goal_of, below", [("reach", "goal", 0.15), ("push", "pusher_point", 0.09)])
-def test_experts_glide_down_before_they_are_above_the_goal(make_env, task, goal_of, below):
+def test_experts_go_down_before_they_are_above_the_goal(make_env, task, goal_of, below):
     """The descent starts far from the goal (on a cone), not at a knife-edge "aligned" moment
     that a cloned policy would have to see to the centimetre."""
     env = make_env(task, render_obs=False)
