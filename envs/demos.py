@@ -20,9 +20,10 @@ On-disk format (version 1), one directory::
                                              (envs.scene.COLOUR_NAMES order; NaN where the scene
                                              has none): the answers of the grounding loss
         alternative_instructions str (A,)    (tasks whose expert gives counterfactual labels,
-        alternative_actions float32 (T, A, 7) reach) the instructions naming the other objects
-                                             and the expert's noise-free action at observation
-                                             t had the instruction been that one
+        alternative_actions float32 (T, A, 7) reach and push) the instructions naming the other
+                                             objects and the expert's noise-free action at
+                                             observation t had the instruction been that one;
+                                             NaN where the expert leaves that label out
         rewards      float32 (T,)            environment (sparse) rewards
         success      bool    (T+1,)          info["success"] after reset / after each step
         progress     float32 (T+1,)          info["progress"] likewise
@@ -150,7 +151,7 @@ def run_expert_episode(env, expert, seed: int) -> Episode:
     while not (terminated or truncated):
         action = expert.act()
         clean.append(expert.last_plan)
-        alternatives.append(expert.alternatives())
+        alternatives.append(expert.counterfactual_labels())
         obs, reward, terminated, truncated, info = env.step(action)
         actions.append(action)
         rewards.append(reward)

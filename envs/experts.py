@@ -66,6 +66,11 @@ class Expert:
         instructions of the same scene. None for this task (see :class:`ReachExpert`)."""
         return []
 
+    def counterfactual_labels(self) -> list[tuple[str, np.ndarray]]:
+        """The :meth:`alternatives` that demonstrations record for cloning, in the same order;
+        an all-NaN action where a label is left out (default: none is)."""
+        return self.alternatives()
+
     def _goto_phase(self, phase: int) -> None:
         self.phase, self.timer = phase, 0
 
@@ -182,6 +187,19 @@ class PushExpert(Expert):
         """For every other (block, pad) pair: its instruction and this expert's action for it
         from the current state, the phase read from the geometry (pushing when low on that
         pair's push line, backing off when low elsewhere, else approaching)."""
+        return [(text, action) for text, _, action in self._alternatives_with_phase()]
+
+    def counterfactual_labels(self) -> list[tuple[str, np.ndarray]]:
+        """:meth:`alternatives` without the back-off labels (NaN there). While the gripper is
+        low behind the named block, every other pair's label is "back off upwards": eight of
+        the nine labels of such a frame, which taught a cloned policy to lift off the block it
+        was pushing (bench/README.md, "Push and its counterfactual labels")."""
+        return [
+            (text, np.full(7, np.nan, np.float32) if phase == 2 else action)
+            for text, phase, action in self._alternatives_with_phase()
+        ]
+
+    def _alternatives_with_phase(self) -> list[tuple[str, int, np.ndarray]]:
         env: PushEnv = self.env
         named = env.target_block, env.target_pad
         out = []
@@ -191,12 +209,12 @@ class PushExpert(Expert):
                     if (block, pad) == named:
                         continue
                     env.target_block, env.target_pad = block, pad
-                    out.append((env.instruction_for(block, pad), self._counterfactual()))
+                    out.append((env.instruction_for(block, pad), *self._counterfactual()))
         finally:
             env.target_block, env.target_pad = named
         return out
 
-    def _counterfactual(self) -> np.ndarray:
+    def _counterfactual(self) -> tuple[int, np.ndarray]:
         env: PushEnv = self.env
         height = env.tcp_pos[2]
         pusher = env.pusher_point()
@@ -206,7 +224,7 @@ class PushExpert(Expert):
             phase = 2  # well below the approach cone: away from the push line, low
         else:
             phase = 0
-        return np.clip(self._plan_in(phase)[0], -1.0, 1.0).astype(np.float32)
+        return phase, np.clip(self._plan_in(phase)[0], -1.0, 1.0).astype(np.float32)
 
 
 class PickAndPlaceExpert(Expert):

@@ -43,8 +43,9 @@ class Demonstrations:
         states come from noisy execution, the labels say how to recover); ``"executed"``: the
         actions taken. ``tasks`` (short names) keeps only those tasks' episodes. ``relabel``
         adds the recorded counterfactual samples (the same frame with an instruction naming
-        another object, labelled with the expert's action for it), which make the instruction
-        matter; episodes without them contribute their own samples only."""
+        another object, labelled with the expert's action for it; frames whose label the expert
+        left out, NaN, are skipped), which make the instruction matter; episodes without them
+        contribute their own samples only."""
         import envs
         from envs.demos import iter_episodes, read_meta
 
@@ -66,12 +67,14 @@ class Demonstrations:
                 instructions.extend([str(episode.instruction)] * steps)
                 colours.append(None if episode.colour_positions is None else episode.colour_positions[:steps])
                 if relabel and episode.alternative_actions is not None:
+                    frame_colours = colours[-1]  # the same frames: the same objects
                     for k, text in enumerate(episode.alternative_instructions):
-                        images.append(episode.images[:steps])
-                        states.append(episode.states[:steps])
-                        actions.append(episode.alternative_actions[:steps, k])
-                        instructions.extend([str(text)] * steps)
-                        colours.append(colours[-1])  # the same frames: the same objects
+                        labelled = ~np.isnan(episode.alternative_actions[:steps, k]).any(axis=1)
+                        images.append(episode.images[:steps][labelled])
+                        states.append(episode.states[:steps][labelled])
+                        actions.append(episode.alternative_actions[:steps, k][labelled])
+                        instructions.extend([str(text)] * int(labelled.sum()))
+                        colours.append(None if frame_colours is None else frame_colours[labelled])
         if not found:
             raise ValueError(f"--data {directories} holds no episodes of --tasks {tasks}.")
         if len(sizes) != 1:

@@ -126,6 +126,38 @@ def test_push_alternatives_push_the_other_block_onto_the_other_pad(make_env):
         assert distance < base.tolerance, f"seed {seed}: the labels for {text!r} left the block {distance:.3f} m away"
 
 
+def test_push_counterfactual_labels_leave_out_backing_off_the_pushed_block(make_env):
+    """Recorded counterfactual labels are the alternatives, except where the other pair's label
+    would be "back off upwards": while the gripper pushes, that is every pair off its push line."""
+    from envs.experts import BLOCK_HALF
+
+    env = make_env("push", render_obs=False)
+    base = env.unwrapped
+    expert = make_expert(env)
+    for seed in range(4):
+        env.reset(seed=seed)
+        expert.reset()
+        start = expert.counterfactual_labels()
+        assert [t for t, _ in start] == [t for t, _ in expert.alternatives()]
+        assert not np.isnan(np.stack([a for _, a in start])).any()  # high above the table: all approach
+        pushing = 0
+        for _ in range(120):
+            if expert.phase == 1 and base.tcp_pos[2] < BLOCK_HALF + 0.01:
+                pushing += 1
+                kept = dict(expert.counterfactual_labels())
+                for text, action in expert.alternatives():
+                    if np.isnan(kept[text]).any():
+                        assert np.isnan(kept[text]).all()
+                        assert action[2] > 0.5  # the left-out label: back off upwards
+                    else:
+                        np.testing.assert_array_equal(kept[text], action)
+                assert sum(np.isnan(a).any() for a in kept.values()) >= 6
+            _, _, terminated, _, _ = env.step(expert.act())
+            if terminated:
+                break
+        assert pushing > 0, f"seed {seed}: the expert never pushed"
+
+
 @pytest.mark.parametrize("task, goal_of, below", [("reach", "goal", 0.15), ("push", "pusher_point", 0.09)])
 def test_experts_go_down_before_they_are_above_the_goal(make_env, task, goal_of, below):
     """The descent starts far from the goal (on a cone), not at a knife-edge "aligned" moment

@@ -151,3 +151,22 @@ def test_relabelled_samples_pair_each_frame_with_every_block_instruction(tmp_pat
         np.testing.assert_array_equal(relabelled.actions[rows], episode.alternative_actions[:, k])
         assert set(relabelled.instructions[rows]) == {str(text)} != {episode.instruction}
         np.testing.assert_array_equal(relabelled.colour_positions[rows], episode.colour_positions[:steps])
+
+
+def test_relabelling_skips_the_labels_the_expert_left_out(tmp_path):
+    from envs.demos import iter_episodes
+
+    out = str(tmp_path / "demos")
+    record(["push"], episodes=1, out=out, image_size=56, action_noise=0.1, progress_bar=False)
+    _, episode = next(iter_episodes(out))
+    labelled = ~np.isnan(episode.alternative_actions).any(axis=2)  # (T, 8)
+    assert 0 < labelled.sum() < labelled.size  # the push expert leaves its back-off labels out
+    plain, relabelled = Demonstrations.load([out]), Demonstrations.load([out], relabel=True)
+    assert len(relabelled.actions) == len(plain.actions) + labelled.sum() == len(relabelled.instructions)
+    assert len(relabelled.images) == len(relabelled.states) == len(relabelled.colour_positions)
+    assert len(relabelled.images) == len(relabelled.actions)
+    assert not np.isnan(relabelled.actions).any()
+    steps = len(episode.actions)
+    first = slice(steps, steps + int(labelled[:, 0].sum()))
+    np.testing.assert_array_equal(relabelled.actions[first], episode.alternative_actions[labelled[:, 0], 0])
+    np.testing.assert_array_equal(relabelled.images[first], episode.images[:steps][labelled[:, 0]])
