@@ -69,10 +69,11 @@ class Demonstrations:
                 if relabel and episode.alternative_actions is not None:
                     frame_colours = colours[-1]  # the same frames: the same objects
                     for k, text in enumerate(episode.alternative_instructions):
-                        labelled = ~np.isnan(episode.alternative_actions[:steps, k]).any(axis=1)
+                        counterfactual = episode.alternative_actions[:steps, k]
+                        labelled = ~np.isnan(counterfactual).any(axis=1)
                         images.append(episode.images[:steps][labelled])
                         states.append(episode.states[:steps][labelled])
-                        actions.append(episode.alternative_actions[:steps, k][labelled])
+                        actions.append(counterfactual[labelled])
                         instructions.extend([str(text)] * int(labelled.sum()))
                         colours.append(None if frame_colours is None else frame_colours[labelled])
         if not found:
