@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS
+
 EVAL_SEED_BASE = 1_000_000
 
 
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
     parser.add_argument(
         "--greedy_decoding",
-        choices=["mean", "argmax"],
+        choices=GREEDY_DECODINGS,
         default="mean",
         help="without --sample: each action token is the bin nearest its expected bin (mean) or its most likely bin",
     )

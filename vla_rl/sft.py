@@ -37,6 +37,7 @@ import numpy as np
 
 from vla_rl.cli import require_at_least, require_positive, str2bool
 from vla_rl.demonstrations import Demonstrations
+from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS
 
 
 @dataclass
@@ -59,7 +60,8 @@ class SFTConfig:
     dagger_episodes: int = 100
     dagger_steps: int = 1000
     dagger_beta: float = 0.5
-    dagger_max_steps: int = 60
+    dagger_max_steps: int = 0
+    dagger_decoding: str = "mean"
     use_state: bool = True
     labels: str = "expert"
     tasks: list | None = None
@@ -86,10 +88,12 @@ class SFTConfig:
         require_at_least(self.grounding_layer, 0, "--grounding_layer")
         require_at_least(self.relation_weight, 0, "--relation_weight")
         require_at_least(self.vision_lr_scale, 0, "--vision_lr_scale")
-        if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 1:
+        if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 0:
             raise ValueError(
-                "--dagger_rounds must be >= 0 and --dagger_episodes, --dagger_steps, --dagger_max_steps >= 1."
+                "--dagger_rounds and --dagger_max_steps must be >= 0, --dagger_episodes and --dagger_steps >= 1."
             )
+        if self.dagger_decoding not in GREEDY_DECODINGS:
+            raise ValueError(f"--dagger_decoding must be one of {GREEDY_DECODINGS}, got {self.dagger_decoding!r}.")
         if not 0.0 <= self.dagger_beta <= 1.0:
             raise ValueError(f"--dagger_beta must be in [0, 1], got {self.dagger_beta}.")
         if self.eval_episodes < 0:
@@ -253,6 +257,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                 seed=config.seed * 1_000 + round_index,
                 beta=beta,
                 max_steps=config.dagger_max_steps,
+                greedy_decoding=config.dagger_decoding,
             )
             demos = demos.extended(samples)
             rounds.append(
@@ -374,7 +379,17 @@ def main(argv: list[str] | None = None) -> int:
         "--dagger_beta", type=float, default=defaults.dagger_beta, help="expert share of round 1 (halved per round)"
     )
     parser.add_argument(
-        "--dagger_max_steps", type=int, default=defaults.dagger_max_steps, help="longest DAgger rollout episode"
+        "--dagger_max_steps",
+        type=int,
+        default=defaults.dagger_max_steps,
+        help="longest DAgger rollout episode (0: each task's own step limit)",
+    )
+    parser.add_argument(
+        "--dagger_decoding",
+        choices=GREEDY_DECODINGS,
+        default=defaults.dagger_decoding,
+        help="how the policy's DAgger actions are decoded: as the evaluation does (mean: nearest the expected bin) "
+        "or the most likely bins",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval_episodes", type=int, default=defaults.eval_episodes, help="held-out seeds per task")

@@ -39,3 +39,15 @@ def test_beta_zero_runs_the_policy_and_the_expert_labels_its_states(reach_policy
     assert np.all(np.sign(samples["actions"][:, :2][far]) == np.sign(towards[far]))
     with pytest.raises(ValueError, match="--dagger_beta"):
         collect(reach_policy, ["reach"], 1, 56, seed=0, beta=1.5)
+
+
+def test_episodes_run_to_the_tasks_own_step_limit_by_default(reach_policy):
+    import gymnasium as gym
+
+    import envs
+
+    limit = gym.spec(envs.task_id("reach")).max_episode_steps
+    samples = collect(reach_policy, ["reach"], 1, 56, seed=2, beta=0.0)  # an untrained policy never touches
+    assert samples["success_rate"] == 0.0 and len(samples["actions"]) == limit
+    with pytest.raises(ValueError, match="--dagger_max_steps"):
+        collect(reach_policy, ["reach"], 1, 56, seed=0, beta=0.5, max_steps=-1)

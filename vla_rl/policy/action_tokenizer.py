@@ -13,6 +13,8 @@ import numpy as np
 
 NUM_BINS = 256
 STATS_FILE = "action_stats.json"
+# Deterministic decodings of an action token: the bin nearest its expected bin, or its most likely bin.
+GREEDY_DECODINGS = ("mean", "argmax")
 
 
 @dataclass

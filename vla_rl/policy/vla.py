@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_rl.policy.action_tokenizer import NUM_BINS, ActionStats, ActionTokenizer
+from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS, NUM_BINS, ActionStats, ActionTokenizer
 
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
-GREEDY_DECODINGS = ("mean", "argmax")
 
 
 class _ActionTokensOnly:
