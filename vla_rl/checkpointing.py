@@ -42,7 +42,8 @@ def exported_model(policy, lora: bool):
 
 def load_run_policy(config, resume_from: str | None):
     """The policy a run trains: ``--vla_path``, or the checkpoint being resumed; LoRA-wrapped
-    when ``--lora_rank`` > 0 (resuming a LoRA run re-applies its saved adapter to the base)."""
+    when ``--lora_rank`` > 0 (resuming a LoRA run re-applies its saved adapter to the base); its
+    vision tower fixed under ``--freeze_vision True``."""
     from vla_rl.policy.checkpoint import VALUE_HEAD_FILE, load_policy
 
     lora = config.policy.lora_rank > 0
@@ -50,6 +51,8 @@ def load_run_policy(config, resume_from: str | None):
     if resume_from is not None and not lora:
         path = os.path.join(resume_from, "policy")
     policy = load_policy(path, device=config.policy.device, max_batch=config.policy.local_rollout_forward_batch_size)
+    if config.policy.freeze_vision and not lora:
+        policy.model.model.visual.requires_grad_(False)
     if lora:
         adapter = os.path.join(resume_from, "adapter") if resume_from is not None else None
         apply_lora(policy, config.policy.lora_rank, config.policy.lora_alpha, adapter)

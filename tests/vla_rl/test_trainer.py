@@ -177,6 +177,18 @@ def test_lora_policy_trains_only_adapters(tiny_qwen, tmp_path):
     assert not any("visual" in n for n in changed)
 
 
+def test_freeze_vision_trains_everything_but_the_vision_tower(tiny_qwen, tmp_path):
+    config = one_rewarded_iteration(tiny_qwen, tmp_path, "--freeze_vision", "True", "--learning_rate", "1e-2")
+    from vla_rl.policy.checkpoint import load_policy
+
+    base = dict(load_policy(tiny_qwen).model.named_parameters())
+    train(config)
+    trained = load_policy(os.path.join(latest_checkpoint(str(tmp_path / "run")), "policy"))
+    changed = [n for n, p in trained.model.named_parameters() if not torch.equal(p, base[n])]
+    assert any("language_model" in n for n in changed)
+    assert not any("visual" in n for n in changed)
+
+
 def test_kl_to_the_frozen_initial_policy_is_logged(tiny_qwen, tmp_path):
     config = one_rewarded_iteration(tiny_qwen, tmp_path, "--kl_coef", "0.1", "--learning_rate", "1e-3")
     train(config)
