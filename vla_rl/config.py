@@ -39,7 +39,8 @@ class PolicyConfig:
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the policy's language model (0: full)"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     freeze_vision: bool = field(
-        default=False, metadata={"help": "keep the vision tower fixed in full fine-tuning (True/False; LoRA always does)"}
+        default=False,
+        metadata={"help": "fix the vision tower in full fine-tuning (True/False; LoRA always does)"},
     )
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     local_rollout_forward_batch_size: int = field(
