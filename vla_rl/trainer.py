@@ -169,6 +169,7 @@ def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None,
         for task in sorted({e["task"] for e in episodes}):
             rows = [e["success"] for e in episodes if e["task"] == task]
             metrics[f"rollout/success_rate/{task}"] = float(np.mean(rows))
+            metrics[f"rollout/episodes/{task}"] = float(len(rows))  # to weight the rates over iterations
     metrics["rollout/episodes"] = float(len(episodes))
     metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes if dropped is None else dropped)
     valid = batch.valid

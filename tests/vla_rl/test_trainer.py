@@ -97,6 +97,9 @@ def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tm
         "perf/share_policy",
     ):
         assert key in rows[-1], key
+    # Per-task episode counts, so that per-task success rates can be weighted over iterations.
+    finished = [row for row in rows if "rollout/success_rate/reach" in row]
+    assert finished and all(row["rollout/episodes/reach"] == row["rollout/episodes"] >= 1 for row in finished)
     # A rollout-sourced old log-prob: after the first minibatch step the ratio moves off 1.
     assert rows[0]["train/approx_kl"] > 0
     assert (run / "learning_curve.png").stat().st_size > 10_000
