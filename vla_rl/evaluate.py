@@ -50,8 +50,8 @@ def run_episodes(
     on_episode=None,
     greedy_decoding: str = "mean",
 ) -> list[dict]:
-    """Run one episode per seed; returns per-episode ``success``, ``length``, ``seed``,
-    ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` /
+    """Run one episode per seed; returns per-episode ``success``, ``final_progress`` (the
+    simulator's privileged progress at the last step), ``length``, ``seed``, ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` /
     ``actions`` / ``infos`` (success and progress of every frame) and, in tasks with coloured
     objects, ``colour_positions`` (each palette colour's position per frame, NaN: absent) for
     videos and PRM datasets."""
@@ -114,6 +114,7 @@ def run_episodes(
                             record["colour_positions"].append(colours_of(i))
                     if terminated[i] or truncated[i]:
                         record["success"] = success
+                        record["final_progress"] = float(infos[keys.PROGRESS][i])
                         done[i] = True
                         if on_episode is not None:
                             on_episode(record)
@@ -207,6 +208,7 @@ def evaluate_policy(
                 "success_rate": float(np.mean([r["success"] for r in records])),
                 "episodes": len(records),
                 "mean_length": float(np.mean([r["length"] for r in records])),
+                "mean_final_progress": float(np.mean([r["final_progress"] for r in records])),
                 "videos": videos,
             }
     finally:
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     for task, row in summary["tasks"].items():
         print(
             f"{task:>12}: success {row['success_rate']:.3f} over {row['episodes']} seeds "
-            f"(mean length {row['mean_length']:.1f})"
+            f"(mean length {row['mean_length']:.1f}, final progress {row['mean_final_progress']:.3f})"
         )
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -112,6 +112,7 @@ class Rollout:
         truncated = np.zeros((T, N), bool)
         valid = np.zeros((T, N), bool)
         successes = np.zeros((T, N), bool)
+        progress = np.full((T, N), np.nan)  # the simulator's privileged progress after each step
         dropped = np.zeros((T, N), bool)
         episode_start = np.zeros(N, int)  # first step of each env's current episode in this rollout
         timing = {"policy": 0.0, "env": 0.0, "prm": 0.0}
@@ -136,6 +137,8 @@ class Rollout:
                 prm_scores[t] = infos[keys.PRM_SCORE]
             terminated[t], truncated[t] = term & valid[t], trunc & valid[t]
             successes[t] = np.asarray(infos.get(keys.SUCCESS, np.zeros(N, bool)), bool) & valid[t]
+            if keys.PROGRESS in infos:
+                progress[t] = np.where(np.asarray(infos.get(f"_{keys.PROGRESS}", True)), infos[keys.PROGRESS], np.nan)
             if keys.DROPPED in infos:  # a crashed env worker: its episodes' steps are not transitions
                 dropped[t] = np.asarray(infos[keys.DROPPED], bool) & np.asarray(infos[f"_{keys.DROPPED}"], bool)
                 for i in np.flatnonzero(dropped[t]):
@@ -157,7 +160,7 @@ class Rollout:
             prm_scores = np.where(valid, scored[keys.PRM_SCORE], np.nan).astype(np.float32)
         values_t = torch.stack(values)
         next_values = torch.cat([values_t[1:], last_values[None]], 0)
-        episodes = self._episodes(env_rewards, prm_rewards, terminated, truncated, valid, successes, dropped)
+        episodes = self._episodes(env_rewards, prm_rewards, terminated, truncated, valid, successes, progress, dropped)
         return RolloutBatch(
             images,
             states,
@@ -177,8 +180,11 @@ class Rollout:
             timing,
         )
 
-    def _episodes(self, env_rewards, prm_rewards, terminated, truncated, valid, successes, dropped) -> list[dict]:
-        """Finished-episode records (episodes may span rollouts: running sums are kept)."""
+    def _episodes(
+        self, env_rewards, prm_rewards, terminated, truncated, valid, successes, progress, dropped
+    ) -> list[dict]:
+        """Finished-episode records (episodes may span rollouts: running sums are kept); ``progress``
+        is the simulator's privileged progress at the episode's last step (NaN where the env has none)."""
         finished = []
         for t in range(len(valid)):
             for i in np.flatnonzero(dropped[t]):
@@ -196,6 +202,7 @@ class Rollout:
                             "length": int(self.lengths[i]),
                             "return": float(self.returns[i]),
                             "env_return": float(self.env_returns[i]),
+                            "progress": float(progress[t, i]),
                         }
                     )
                     self.returns[i] = self.env_returns[i] = 0.0

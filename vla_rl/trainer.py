@@ -170,6 +170,10 @@ def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None,
             rows = [e["success"] for e in episodes if e["task"] == task]
             metrics[f"rollout/success_rate/{task}"] = float(np.mean(rows))
             metrics[f"rollout/episodes/{task}"] = float(len(rows))  # to weight the rates over iterations
+            # Privileged progress at the episode's end: moves before the success rate does.
+            final = [e.get("progress", np.nan) for e in episodes if e["task"] == task]
+            if np.isfinite(final).any():
+                metrics[f"rollout/final_progress/{task}"] = float(np.nanmean(final))
     metrics["rollout/episodes"] = float(len(episodes))
     metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes if dropped is None else dropped)
     valid = batch.valid
@@ -424,7 +428,10 @@ def train(config: TrainConfig) -> dict:
             progress=config.run.progress,
         )
         for task, row in summary["eval"]["tasks"].items():
-            print(f"eval {task:>12}: success {row['success_rate']:.3f} over {row['episodes']} held-out seeds")
+            print(
+                f"eval {task:>12}: success {row['success_rate']:.3f} over {row['episodes']} held-out seeds "
+                f"(final progress {row['mean_final_progress']:.3f})"
+            )
     runtime.close()
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)

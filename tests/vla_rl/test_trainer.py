@@ -100,12 +100,17 @@ def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tm
     # Per-task episode counts, so that per-task success rates can be weighted over iterations.
     finished = [row for row in rows if "rollout/success_rate/reach" in row]
     assert finished and all(row["rollout/episodes/reach"] == row["rollout/episodes"] >= 1 for row in finished)
+    # The privileged progress at each episode's end: 1 on success, in [0, 1) otherwise.
+    for row in finished:
+        assert row["rollout/success_rate/reach"] <= row["rollout/final_progress/reach"] <= 1.0
+        assert row["rollout/final_progress/reach"] < 1.0 or row["rollout/success_rate/reach"] == 1.0
     # A rollout-sourced old log-prob: after the first minibatch step the ratio moves off 1.
     assert rows[0]["train/approx_kl"] > 0
     assert (run / "learning_curve.png").stat().st_size > 10_000
     assert list((run / "tensorboard").iterdir())
     assert [p for p in os.listdir(run / "videos") if p.endswith(".mp4")]
     assert summary["eval"]["tasks"]["reach"]["episodes"] == 2
+    assert 0.0 <= summary["eval"]["tasks"]["reach"]["mean_final_progress"] <= 1.0
     assert [p for p in os.listdir(run / "eval" / "videos" / "reach") if p.endswith(".mp4")]
     last = latest_checkpoint(str(run))
     assert last.endswith("iter_000002") and os.path.isfile(os.path.join(last, "policy", "model.safetensors"))
