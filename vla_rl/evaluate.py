@@ -51,10 +51,11 @@ def run_episodes(
     greedy_decoding: str = "mean",
 ) -> list[dict]:
     """Run one episode per seed; returns per-episode ``success``, ``final_progress`` (the
-    simulator's privileged progress at the last step), ``length``, ``seed``, ``instruction`` and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` /
-    ``actions`` / ``infos`` (success and progress of every frame) and, in tasks with coloured
-    objects, ``colour_positions`` (each palette colour's position per frame, NaN: absent) for
-    videos and PRM datasets."""
+    simulator's privileged progress at the last step), ``length``, ``seed``, ``instruction``
+    and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` / ``actions`` /
+    ``infos`` (success and progress of every frame) and, in tasks with coloured objects,
+    ``colour_positions`` (each palette colour's position per frame, NaN: absent) for videos
+    and PRM datasets."""
     from envs.demos import colour_positions
     from vla_rl import keys
 
