@@ -122,7 +122,15 @@ class PRMConfig:
 
 @dataclass
 class PPOConfig:
-    num_steps: int = field(default=32, metadata={"help": "rollout steps per env per iteration"})
+    num_steps: int = field(default=32, metadata={"help": "rollout steps per env per iteration (gae)"})
+    advantage_estimator: str = field(
+        default="gae",
+        metadata={
+            "help": "gae (value head, num_steps per env) | grpo | rloo (one episode per env per iteration, "
+            "advantages relative to --group_size episodes from the same initial state)"
+        },
+    )
+    group_size: int = field(default=4, metadata={"help": "grpo/rloo: episodes per initial state (divides num_envs)"})
     total_episodes: int = field(default=400, metadata={"help": "stop after this many finished episodes"})
     max_iterations: int = field(default=0, metadata={"help": "stop after this many iterations (0: no limit)"})
     num_epochs: int = field(default=2, metadata={"help": "PPO epochs per iteration"})
@@ -145,7 +153,15 @@ class PPOConfig:
     target_kl: float = field(default=0.0, metadata={"help": "stop an iteration's epochs above this KL (0: off)"})
 
     def validate(self) -> None:
+        from vla_rl.ppo import ADVANTAGE_ESTIMATORS
+
         require_at_least(self.num_steps, 1, "--num_steps")
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"--advantage_estimator must be one of {', '.join(ADVANTAGE_ESTIMATORS)}, "
+                f"got {self.advantage_estimator!r}."
+            )
+        require_at_least(self.group_size, 2, "--group_size")
         require_at_least(self.total_episodes, 1, "--total_episodes")
         require_at_least(self.max_iterations, 0, "--max_iterations")
         require_at_least(self.num_epochs, 1, "--num_epochs")
@@ -241,6 +257,14 @@ class TrainConfig:
             part.validate()
         if self.scale.num_env_workers > self.env.num_envs:
             raise ValueError(f"--num_env_workers ({self.scale.num_env_workers}) must be <= --num_envs.")
+        if self.ppo.advantage_estimator != "gae":
+            groups, remainder = divmod(self.env.num_envs, self.ppo.group_size)
+            if remainder or groups < len(self.env.tasks):
+                raise ValueError(
+                    f"--advantage_estimator {self.ppo.advantage_estimator}: --num_envs ({self.env.num_envs}) must be a "
+                    f"multiple of --group_size ({self.ppo.group_size}) with one group per task at least "
+                    f"({len(self.env.tasks)} tasks): try --num_envs {self.ppo.group_size * len(self.env.tasks)}."
+                )
         return self
 
     @property

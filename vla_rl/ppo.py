@@ -1,4 +1,5 @@
-"""PPO arithmetic: generalised advantage estimation and the clipped losses.
+"""PPO arithmetic: generalised advantage estimation, group-relative advantages and the clipped
+losses.
 
 Kept free of models and environments so that it can be checked against hand-computed cases.
 ``terminated`` and ``truncated`` stay apart: a terminated step has no future value, a
@@ -45,6 +46,38 @@ def compute_gae(
         running = deltas[t] + gamma * lam * continues[t] * running
         advantages[t] = running * valid[t].to(values.dtype)
     return advantages, advantages + values
+
+
+ADVANTAGE_ESTIMATORS = ("gae", "grpo", "rloo")
+
+
+def group_advantages(
+    rewards: torch.Tensor, valid: torch.Tensor, group_size: int, estimator: str = "grpo", eps: float = 1e-6
+) -> torch.Tensor:
+    """Group-relative advantages of episodic rollouts, ``(T, N)``.
+
+    Every sub-env (column) holds one episode; groups of ``group_size`` consecutive columns
+    started from the same initial state. An episode's return ``R`` (the sum of its valid
+    rewards) is compared with its group's: ``grpo`` gives ``(R - mean) / std`` (GRPO), ``rloo``
+    gives ``R`` minus the mean of the other episodes of the group (RLOO). Every valid step of
+    the episode gets that value; a group whose returns are all equal gives zero (it holds no
+    signal about which actions were better).
+    """
+    if estimator not in ("grpo", "rloo"):
+        raise ValueError(f"group advantages are 'grpo' or 'rloo', not {estimator!r}.")
+    mask = valid.to(rewards.dtype)
+    returns = (rewards * mask).sum(0)
+    if returns.numel() % group_size:
+        raise ValueError(f"group_size {group_size} must divide the number of episodes ({returns.numel()}).")
+    grouped = returns.view(-1, group_size)
+    mean = grouped.mean(1, keepdim=True)
+    spread = grouped.std(1, unbiased=False, keepdim=True)
+    if estimator == "grpo":
+        scores = (grouped - mean) / (spread + eps)
+    else:
+        scores = (grouped - mean) * group_size / (group_size - 1)  # R_i - mean of the others
+    scores = torch.where(spread > eps, scores, torch.zeros_like(scores))
+    return scores.reshape(1, -1) * mask
 
 
 @dataclass

@@ -21,9 +21,10 @@ import torch
 from vla_rl import keys
 
 
-def assign_tasks(tasks: list[str], num_envs: int) -> list[str]:
-    """The task of every sub-env, round-robin so every task gets ``num_envs / len(tasks)``."""
-    return [tasks[i % len(tasks)] for i in range(num_envs)]
+def assign_tasks(tasks: list[str], num_envs: int, group_size: int = 1) -> list[str]:
+    """The task of every sub-env, round-robin so every task gets ``num_envs / len(tasks)``; with
+    ``group_size > 1``, round-robin over groups of that many consecutive sub-envs (one task each)."""
+    return [tasks[(i // group_size) % len(tasks)] for i in range(num_envs)]
 
 
 def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_length: int = 0) -> tuple[list, list]:
@@ -82,14 +83,33 @@ class Rollout:
         num_steps: steps per env per rollout.
         temperature: sampling temperature.
         seed: seeds the first reset (sub-env i gets ``seed + i``).
+        group_size: 0 (the default) collects ``num_steps`` steps per sub-env, episodes running on
+            across rollouts. ``> 1`` makes every rollout episodic, for group-relative advantages
+            (GRPO, RLOO): all sub-envs are reset, each group of ``group_size`` consecutive sub-envs
+            from one initial state (seeds ``seed, seed + 1, ...`` one per group, fresh every
+            rollout), and each sub-env runs exactly one episode, to its end; ``num_steps`` is then
+            the longest an episode may run (the tasks' step limit), a bound that is checked.
     """
 
-    def __init__(self, env, policy, tasks: list[str], num_steps: int, temperature: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        env,
+        policy,
+        tasks: list[str],
+        num_steps: int,
+        temperature: float = 1.0,
+        seed: int = 0,
+        group_size: int = 0,
+    ):
+        if group_size and env.num_envs % group_size:
+            raise ValueError(f"group_size {group_size} must divide the number of envs ({env.num_envs}).")
         self.env = env
         self.policy = policy
         self.tasks = tasks
         self.num_steps = num_steps
         self.temperature = temperature
+        self.group_size = group_size
+        self.next_group_seed = seed
         self.observations, infos = env.reset(seed=[seed + i for i in range(env.num_envs)])
         self.instructions = list(infos[keys.INSTRUCTION])
         self.ending = np.zeros(env.num_envs, bool)  # the next step is a reset step
@@ -98,8 +118,23 @@ class Rollout:
         self.lengths = np.zeros(env.num_envs, int)
         self.prm = getattr(env, "flush", None) is not None and getattr(env, "deferred", False)
 
+    def _reset_groups(self) -> None:
+        """Episodic rollouts: every sub-env starts a new episode, one initial state per group."""
+        N, G = self.env.num_envs, self.group_size
+        seeds = [self.next_group_seed + i // G for i in range(N)]
+        self.next_group_seed += N // G
+        self.observations, infos = self.env.reset(seed=seeds)
+        self.instructions = list(infos[keys.INSTRUCTION])
+        self.ending[:] = False
+        self.returns[:] = self.env_returns[:] = 0.0
+        self.lengths[:] = 0
+
     def collect(self) -> RolloutBatch:
-        T, N = self.num_steps, self.env.num_envs
+        episodic = self.group_size > 0
+        if episodic:
+            self._reset_groups()
+        T, N = self.num_steps + episodic, self.env.num_envs  # episodic: one step more, to see the last one end
+        finished = np.zeros(N, bool)  # episodic: this sub-env's episode has ended
         image_shape = self.observations[keys.IMAGE].shape[1:]
         images = np.empty((T, N, *image_shape), np.uint8)
         states = np.empty((T, N, self.observations[keys.STATE].shape[1]), np.float32)
@@ -117,12 +152,15 @@ class Rollout:
         episode_start = np.zeros(N, int)  # first step of each env's current episode in this rollout
         timing = {"policy": 0.0, "env": 0.0, "prm": 0.0}
         for t in range(T):
+            if episodic and finished.all():
+                T = t
+                break
             images[t] = self.observations[keys.IMAGE]
             states[t] = self.observations[keys.STATE]
             instructions.append(list(self.instructions))
-            valid[t] = ~self.ending
+            valid[t] = ~(self.ending | finished)
             start = time.perf_counter()
-            out = self.policy.act(images[t], instructions[t], states[t], temperature=self.temperature)
+            out = self._act(images[t], instructions[t], states[t], valid[t] if episodic else None)
             timing["policy"] += time.perf_counter() - start
             token_ids.append(out["token_ids"].cpu())
             logprobs.append(out["logprobs"].cpu())
@@ -147,10 +185,20 @@ class Rollout:
             episode_start[term | trunc] = t + 1
             self.instructions = list(infos[keys.INSTRUCTION])
             self.ending = term | trunc
+            finished |= (term | trunc | dropped[t]) & episodic
+        if episodic and not finished.all():
+            raise RuntimeError(f"an episode ran past {self.num_steps} steps; raise the rollout's step bound.")
+        images, states = images[:T], states[:T]
+        env_rewards, prm_rewards, prm_scores = env_rewards[:T], prm_rewards[:T], prm_scores[:T]
+        terminated, truncated, valid = terminated[:T], truncated[:T], valid[:T]
+        successes, progress, dropped = successes[:T], progress[:T], dropped[:T]
         start = time.perf_counter()
-        last_values = self.policy.values_of(
-            self.observations[keys.IMAGE], self.instructions, self.observations[keys.STATE]
-        ).cpu()
+        if episodic:  # every episode has ended: nothing to bootstrap from
+            last_values = torch.zeros(N)
+        else:
+            last_values = self.policy.values_of(
+                self.observations[keys.IMAGE], self.instructions, self.observations[keys.STATE]
+            ).cpu()
         timing["policy"] += time.perf_counter() - start
         if self.prm:
             start = time.perf_counter()
@@ -179,6 +227,25 @@ class Rollout:
             int(dropped.sum()),
             timing,
         )
+
+    def _act(self, images, instructions, states, rows) -> dict:
+        """The policy's actions for every sub-env; with ``rows`` (a mask) only those run the
+        policy, the others get zero actions and zero token ids, log-probs and values."""
+        if rows is None or rows.all():
+            return self.policy.act(images, instructions, states, temperature=self.temperature)
+        index = np.flatnonzero(rows)
+        out = self.policy.act(
+            images[index], [instructions[i] for i in index], states[index], temperature=self.temperature
+        )
+        full = {}
+        for name, value in out.items():
+            if isinstance(value, torch.Tensor):
+                full[name] = torch.zeros((len(rows), *value.shape[1:]), dtype=value.dtype)
+                full[name][torch.from_numpy(index)] = value.cpu()
+            else:
+                full[name] = np.zeros((len(rows), *np.shape(value)[1:]), np.asarray(value).dtype)
+                full[name][index] = value
+        return full
 
     def _episodes(
         self, env_rewards, prm_rewards, terminated, truncated, valid, successes, progress, dropped

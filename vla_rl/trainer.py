@@ -41,7 +41,7 @@ from vla_rl.config import TrainConfig
 from vla_rl.distributed.fsdp import full_tensor, gathered, lora_template, shard_policy
 from vla_rl.distributed.ranks import SINGLE, Ranks, join_ranks
 from vla_rl.distributed.runtime import training_env
-from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
+from vla_rl.ppo import compute_gae, group_advantages, normalize_advantages, ppo_loss
 
 logger = logging.getLogger("vla_rl.train")
 
@@ -51,9 +51,18 @@ TRAIN_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"
 
 
 def ppo_update(
-    policy, optimizer, batch, advantages, returns, config: TrainConfig, reference=None, ranks: Ranks = SINGLE
+    policy,
+    optimizer,
+    batch,
+    advantages,
+    returns,
+    config: TrainConfig,
+    reference=None,
+    ranks: Ranks = SINGLE,
+    samples: np.ndarray | None = None,
 ) -> dict:
-    """``num_epochs`` of clipped PPO over the valid samples of ``batch``; mean metrics.
+    """``num_epochs`` of clipped PPO over the valid samples of ``batch`` (or the ``samples``
+    mask, ``(T, N)``); mean metrics.
 
     With several ``ranks`` (FSDP) each rank holds its own batch; a minibatch is the union of
     the ranks' minibatches and its loss is the mean over all of them (each rank scales its
@@ -62,7 +71,7 @@ def ppo_update(
     early stop on ``target_kl`` and the metrics use the ranks' sums."""
     ppo = config.ppo
     T, N = batch.valid.shape
-    flat = np.flatnonzero(batch.valid.reshape(-1))
+    flat = np.flatnonzero((batch.valid if samples is None else samples).reshape(-1))
     images = batch.images.reshape(T * N, *batch.images.shape[2:])
     states = batch.states.reshape(T * N, -1)
     instructions = [text for row in batch.instructions for text in row]
@@ -188,6 +197,17 @@ def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None,
     return metrics
 
 
+def step_limit(config: TrainConfig) -> int:
+    """The longest episode of the run's tasks: ``--max_env_length``, else the tasks' own limit."""
+    import gymnasium as gym
+
+    import envs
+
+    if config.env.max_env_length:
+        return config.env.max_env_length
+    return max(gym.spec(envs.task_id(task)).max_episode_steps for task in config.env.tasks)
+
+
 def checked_run_dir(config: TrainConfig) -> str | None:
     """The checkpoint to resume (``None``: a new run); refuses a new run over an old one."""
     resume_from = latest_checkpoint(config.run_dir) if config.run.resume else None
@@ -247,7 +267,8 @@ def train(config: TrainConfig) -> dict:
     image_size = config.env.image_size or policy.image_size or 56
     tasks = config.env.tasks
 
-    assigned = assign_tasks(tasks, config.env.num_envs)
+    grouped = config.ppo.advantage_estimator != "gae"
+    assigned = assign_tasks(tasks, config.env.num_envs, config.ppo.group_size if grouped else 1)
     runtime = training_env(config, assigned, image_size, ranks)
     env = runtime.env
     per_rank = f" per rank x {ranks.world} ranks" if ranks.world > 1 else ""
@@ -278,9 +299,10 @@ def train(config: TrainConfig) -> dict:
         env,
         actor,
         assigned,
-        config.ppo.num_steps,
+        step_limit(config) if grouped else config.ppo.num_steps,
         config.policy.temperature,
         seed=config.run.seed * 100_003 + state["iteration"] * 1_009 + ranks.rank * 10_000_019,
+        group_size=config.ppo.group_size if grouped else 0,
     )
     videos = metrics_log = None
     if config.run.save_video and ranks.is_main:
@@ -323,27 +345,41 @@ def train(config: TrainConfig) -> dict:
             if videos is not None:
                 actions = policy.action_tokenizer.decode(batch.token_ids.numpy())
                 videos.add(batch, rollout.observations[keys.IMAGE], actions)
+            rewards, valid = torch.from_numpy(batch.rewards).float(), torch.from_numpy(batch.valid)
             advantages, returns = compute_gae(
-                torch.from_numpy(batch.rewards).float(),
+                rewards,
                 batch.values,
                 batch.next_values,
                 torch.from_numpy(batch.terminated),
                 torch.from_numpy(batch.truncated),
-                torch.from_numpy(batch.valid),
+                valid,
                 config.ppo.gamma,
-                config.ppo.gae_lambda,
+                1.0 if grouped else config.ppo.gae_lambda,  # grouped: the value head learns Monte-Carlo returns
             )
-            valid = torch.from_numpy(batch.valid)
-            rewardless = config.ppo.skip_rewardless_batches and not ranks.sum([float(np.abs(batch.rewards).sum())])[0]
-            if rewardless:  # no reward anywhere: the advantages are only value error; only the value head learns
+            samples = None
+            if grouped:
+                advantages = group_advantages(rewards, valid, config.ppo.group_size, config.ppo.advantage_estimator)
+                # Episodes of groups whose returns tie carry no policy gradient: they are left out of the update.
+                samples = batch.valid & (advantages != 0).numpy()
+                episodes_with_signal = (advantages != 0).any(0).float().mean()
+            rewardless = (
+                config.ppo.skip_rewardless_batches
+                and not ranks.sum([float(np.abs(batch.rewards).sum() if samples is None else samples.sum())])[0]
+            )
+            if rewardless:  # no reward (grouped: no group with signal); only the value head learns
                 advantages = torch.zeros_like(advantages)
-            elif config.ppo.norm_adv:
-                advantages = torch.where(valid, _normalized(advantages, valid, ranks), torch.zeros_like(advantages))
+            elif config.ppo.norm_adv and config.ppo.advantage_estimator != "grpo":  # grpo's are normalised per group
+                used = valid if samples is None else torch.from_numpy(samples)  # the samples the update sees
+                advantages = torch.where(used, _normalized(advantages, used, ranks), torch.zeros_like(advantages))
             update_start = time.perf_counter()
             policy.model.train()
             optimizer.param_groups[0]["lr"] = 0.0 if rewardless else config.ppo.learning_rate  # Adam momentum too
-            metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks)
+            if rewardless and samples is not None:
+                samples = batch.valid  # only the value head learns, as in a rewardless gae batch
+            metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks, samples)
             metrics["train/rewardless_batch"] = float(rewardless)
+            if grouped:
+                metrics["train/episodes_with_signal"] = float(episodes_with_signal)
             update_seconds = time.perf_counter() - update_start
             if actor is not policy:  # the vLLM engine gets the updated weights, checked on this rollout's frames
                 probe_states = batch.states[0] if policy.state_stats is not None else None

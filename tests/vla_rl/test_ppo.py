@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vla_rl.ppo import compute_gae, normalize_advantages, ppo_loss
+from vla_rl.ppo import compute_gae, group_advantages, normalize_advantages, ppo_loss
 
 REWARDS = torch.tensor([[1.0], [0.0], [2.0]])
 VALUES = torch.tensor([[0.5], [0.4], [0.3]])
@@ -98,3 +98,26 @@ def test_entropy_bonus_and_advantage_normalisation():
     normalized = normalize_advantages(torch.tensor([1.0, 2.0, 3.0, 10.0]), torch.tensor([1, 1, 1, 0]).bool())
     assert normalized[:3].mean().item() == pytest.approx(0.0, abs=1e-6)
     assert normalized[:3].pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_group_advantages_grpo_and_rloo_by_hand():
+    # 4 episodes (columns), groups {0, 1} and {2, 3}; episode 1 ends after one step.
+    rewards = torch.tensor([[0.0, 0.0, 0.5, 0.2], [1.0, 7.0, 0.0, 0.3], [2.0, 0.0, 0.0, 0.0]])
+    valid = torch.tensor([[True, True, True, True], [True, False, True, True], [True, False, False, False]])
+    # Returns: 3, 0 (the 7 is not a valid step) | 0.5, 0.5 (a tie).
+    grpo = group_advantages(rewards, valid, group_size=2, estimator="grpo")
+    assert grpo[:, 0].tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)  # (3 - 1.5) / 1.5
+    assert grpo[:, 1].tolist() == pytest.approx([-1.0, 0.0, 0.0], abs=1e-5)  # invalid steps get nothing
+    assert torch.equal(grpo[:, 2:], torch.zeros(3, 2))  # a tied group holds no signal
+    rloo = group_advantages(rewards, valid, group_size=2, estimator="rloo")
+    assert rloo[0].tolist() == pytest.approx([3.0, -3.0, 0.0, 0.0])  # R_i minus the other episode's R
+
+
+def test_rloo_subtracts_the_mean_of_the_other_episodes():
+    rewards = torch.tensor([[3.0, 0.0, 0.0]])
+    adv = group_advantages(rewards, torch.ones(1, 3, dtype=torch.bool), group_size=3, estimator="rloo")
+    assert adv[0].tolist() == pytest.approx([3.0, -1.5, -1.5])  # 3 - 0; 0 - (3 + 0) / 2
+    grpo = group_advantages(rewards, torch.ones(1, 3, dtype=torch.bool), group_size=3, estimator="grpo")
+    assert grpo[0].tolist() == pytest.approx([2 / math.sqrt(2), -1 / math.sqrt(2), -1 / math.sqrt(2)], abs=1e-5)
+    with pytest.raises(ValueError, match="divide"):
+        group_advantages(rewards, torch.ones(1, 3, dtype=torch.bool), group_size=2)

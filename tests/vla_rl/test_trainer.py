@@ -223,3 +223,22 @@ def test_a_rollout_without_any_reward_leaves_the_policy_alone(tiny_qwen, tmp_pat
         assert len(policy_keys) > 10
         moved[skip] = sum(not torch.equal(first[k], after[k]) for k in policy_keys)
     assert moved["True"] == 0 and moved["False"] > 0
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_group_relative_advantages_train_on_whole_episodes(tiny_qwen, tmp_path, estimator):
+    from safetensors.torch import load_file
+
+    config = one_rewarded_iteration(
+        tiny_qwen, tmp_path, "--advantage_estimator", estimator, "--num_envs", "4", "--group_size", "2"
+    )
+    summary = train(config)
+    (row,) = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    # One episode per env, to its step limit (5), from one initial state per group of two.
+    assert summary["episodes"] == row["rollout/episodes"] == 4 and row["rollout/episode_length"] == 5
+    # Dense progress rewards differ between the sampled episodes of a group: every episode has signal.
+    assert row["train/episodes_with_signal"] == 1.0 and row["train/rewardless_batch"] == 0
+    assert row["train/approx_kl"] > 0
+    before = load_file(os.path.join(tiny_qwen, "model.safetensors"))
+    after = load_file(os.path.join(latest_checkpoint(str(tmp_path / "run")), "policy", "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after)

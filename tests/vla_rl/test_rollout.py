@@ -1,0 +1,58 @@
+"""Episodic group rollouts (GRPO, RLOO): one episode per sub-env, one initial state per group."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from tests.policies import tiny_vla_policy
+from vla_rl.rollout import Rollout, assign_tasks
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def env_fns(assigned, limits):
+    def make(task, limit):
+        return lambda: gym.make(envs.task_id(task), image_size=56, max_episode_steps=limit)
+
+    return [make(task, limit) for task, limit in zip(assigned, limits, strict=True)]
+
+
+def test_group_rollouts_run_one_episode_per_env_from_shared_initial_states(tiny_qwen):
+    policy = tiny_vla_policy(tiny_qwen, max_batch=4).eval()
+    assigned = assign_tasks(["reach", "push"], 4, group_size=2)
+    assert assigned == ["reach", "reach", "push", "push"]
+    limits = [3, 5, 4, 2]  # episodes of different lengths in one rollout
+    env = gym.vector.SyncVectorEnv(env_fns(assigned, limits))
+    rollout = Rollout(env, policy, assigned, num_steps=5, seed=5, group_size=2)
+    torch.manual_seed(0)
+    batches = [rollout.collect(), rollout.collect()]
+    for batch in batches:
+        assert batch.valid.shape == (5, 4)  # the longest episode, not num_steps + 1
+        assert batch.valid.sum(0).tolist() == limits  # each column: its episode, then nothing
+        for i, limit in enumerate(limits):
+            assert batch.valid[:limit, i].all() and batch.truncated[limit - 1, i]
+        assert sorted(e["length"] for e in batch.episodes) == sorted(limits)
+        assert [e["task"] for e in batch.episodes].count("push") == 2
+        # One initial state per group: same first frame and instruction inside it, another across.
+        for a, b in ((0, 1), (2, 3)):
+            assert np.array_equal(batch.images[0, a], batch.images[0, b])
+            assert batch.instructions[0][a] == batch.instructions[0][b]
+        assert not np.array_equal(batch.images[0, 0], batch.images[0, 2])
+        # Sampled actions: the episodes of a group part ways.
+        assert not np.array_equal(batch.images[2, 0], batch.images[2, 1])
+    # Every rollout starts from fresh initial states.
+    assert not np.array_equal(batches[0].images[0, 0], batches[1].images[0, 0])
+    env.close()
+
+
+def test_an_episode_longer_than_the_bound_is_an_error(tiny_qwen):
+    policy = tiny_vla_policy(tiny_qwen, max_batch=4).eval()
+    env = gym.vector.SyncVectorEnv(env_fns(["reach", "reach"], [4, 4]))
+    with pytest.raises(ValueError, match="divide"):
+        Rollout(env, policy, ["reach", "reach"], num_steps=4, group_size=3)
+    rollout = Rollout(env, policy, ["reach", "reach"], num_steps=2, group_size=2)
+    with pytest.raises(RuntimeError, match="ran past 2 steps"):
+        rollout.collect()
+    env.close()
