@@ -277,6 +277,47 @@ class Rollout:
         return finished
 
 
+def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None, dropped: int | None = None) -> dict:
+    """Metrics of one rollout; ``episodes``/``dropped`` default to the batch's (FSDP ranks pass
+    every rank's); the per-step figures are this process's."""
+    metrics = {}
+    episodes = batch.episodes if episodes is None else episodes
+    if episodes:
+        metrics["rollout/success_rate"] = float(np.mean([e["success"] for e in episodes]))
+        metrics["rollout/env_return"] = float(np.mean([e["env_return"] for e in episodes]))
+        metrics["rollout/return"] = float(np.mean([e["return"] for e in episodes]))
+        metrics["rollout/episode_length"] = float(np.mean([e["length"] for e in episodes]))
+        for task in sorted({e["task"] for e in episodes}):
+            rows = [e["success"] for e in episodes if e["task"] == task]
+            metrics[f"rollout/success_rate/{task}"] = float(np.mean(rows))
+            metrics[f"rollout/episodes/{task}"] = float(len(rows))  # to weight the rates over iterations
+            # Privileged progress at the episode's end: moves before the success rate does.
+            final = [e.get("progress", np.nan) for e in episodes if e["task"] == task]
+            if np.isfinite(final).any():
+                metrics[f"rollout/final_progress/{task}"] = float(np.nanmean(final))
+    metrics["rollout/episodes"] = float(len(episodes))
+    metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes if dropped is None else dropped)
+    valid = batch.valid
+    scores = batch.prm_scores[valid]
+    if np.isfinite(scores).any():
+        metrics["rollout/prm_score_mean"] = float(np.nanmean(scores))
+        metrics["reward/prm_reward_mean"] = float(batch.prm_rewards[valid].mean())
+    metrics["reward/env_reward_mean"] = float(batch.env_rewards[valid].mean())
+    metrics["rollout/value_mean"] = float(batch.values.numpy()[valid].mean())
+    steps = int(valid.sum())
+    metrics["perf/env_steps_per_s"] = steps / max(rollout_seconds, 1e-9)
+    return metrics
+
+
+def step_limit(tasks: list[str], max_env_length: int = 0) -> int:
+    """The longest episode of ``tasks``: ``max_env_length`` if set, else the tasks' own limit."""
+    import envs
+
+    if max_env_length:
+        return max_env_length
+    return max(gym.spec(envs.task_id(task)).max_episode_steps for task in tasks)
+
+
 class EpisodeVideos:
     """Annotated videos of training episodes, built from the rollout buffers after the PRM
     scored them (so deferred scoring still puts the PRM score of every frame on screen)."""

@@ -165,49 +165,6 @@ def _normalized(advantages: torch.Tensor, valid: torch.Tensor, ranks: Ranks) -> 
     return (advantages - mean) / (std + 1e-8)
 
 
-def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None, dropped: int | None = None) -> dict:
-    """Metrics of one rollout; ``episodes``/``dropped`` default to the batch's (FSDP ranks pass
-    every rank's); the per-step figures are this process's."""
-    metrics = {}
-    episodes = batch.episodes if episodes is None else episodes
-    if episodes:
-        metrics["rollout/success_rate"] = float(np.mean([e["success"] for e in episodes]))
-        metrics["rollout/env_return"] = float(np.mean([e["env_return"] for e in episodes]))
-        metrics["rollout/return"] = float(np.mean([e["return"] for e in episodes]))
-        metrics["rollout/episode_length"] = float(np.mean([e["length"] for e in episodes]))
-        for task in sorted({e["task"] for e in episodes}):
-            rows = [e["success"] for e in episodes if e["task"] == task]
-            metrics[f"rollout/success_rate/{task}"] = float(np.mean(rows))
-            metrics[f"rollout/episodes/{task}"] = float(len(rows))  # to weight the rates over iterations
-            # Privileged progress at the episode's end: moves before the success rate does.
-            final = [e.get("progress", np.nan) for e in episodes if e["task"] == task]
-            if np.isfinite(final).any():
-                metrics[f"rollout/final_progress/{task}"] = float(np.nanmean(final))
-    metrics["rollout/episodes"] = float(len(episodes))
-    metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes if dropped is None else dropped)
-    valid = batch.valid
-    scores = batch.prm_scores[valid]
-    if np.isfinite(scores).any():
-        metrics["rollout/prm_score_mean"] = float(np.nanmean(scores))
-        metrics["reward/prm_reward_mean"] = float(batch.prm_rewards[valid].mean())
-    metrics["reward/env_reward_mean"] = float(batch.env_rewards[valid].mean())
-    metrics["rollout/value_mean"] = float(batch.values.numpy()[valid].mean())
-    steps = int(valid.sum())
-    metrics["perf/env_steps_per_s"] = steps / max(rollout_seconds, 1e-9)
-    return metrics
-
-
-def step_limit(config: TrainConfig) -> int:
-    """The longest episode of the run's tasks: ``--max_env_length``, else the tasks' own limit."""
-    import gymnasium as gym
-
-    import envs
-
-    if config.env.max_env_length:
-        return config.env.max_env_length
-    return max(gym.spec(envs.task_id(task)).max_episode_steps for task in config.env.tasks)
-
-
 def checked_run_dir(config: TrainConfig) -> str | None:
     """The checkpoint to resume (``None``: a new run); refuses a new run over an old one."""
     resume_from = latest_checkpoint(config.run_dir) if config.run.resume else None
@@ -224,7 +181,7 @@ def train(config: TrainConfig) -> dict:
     """Run PPO as configured; returns the final summary (also written to ``summary.json``)."""
     from vla_rl.metrics import MetricLogger
     from vla_rl.policy.checkpoint import load_policy
-    from vla_rl.rollout import EpisodeVideos, Rollout, assign_tasks
+    from vla_rl.rollout import EpisodeVideos, Rollout, assign_tasks, rollout_metrics, step_limit
 
     run_dir = config.run_dir
     resume_from = checked_run_dir(config)
@@ -299,7 +256,7 @@ def train(config: TrainConfig) -> dict:
         env,
         actor,
         assigned,
-        step_limit(config) if grouped else config.ppo.num_steps,
+        step_limit(tasks, config.env.max_env_length) if grouped else config.ppo.num_steps,
         config.policy.temperature,
         seed=config.run.seed * 100_003 + state["iteration"] * 1_009 + ranks.rank * 10_000_019,
         group_size=config.ppo.group_size if grouped else 0,
