@@ -331,9 +331,9 @@ def train(config: TrainConfig) -> dict:
             update_start = time.perf_counter()
             policy.model.train()
             optimizer.param_groups[0]["lr"] = 0.0 if rewardless else config.ppo.learning_rate  # Adam momentum too
-            if rewardless and samples is not None:
-                samples = batch.valid  # only the value head learns, as in a rewardless gae batch
-            metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks, samples)
+            # A rewardless batch trains only the value head, on every valid sample (as in a rewardless gae batch).
+            used_samples = None if rewardless else samples
+            metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks, used_samples)
             metrics["train/rewardless_batch"] = float(rewardless)
             if grouped:
                 metrics["train/episodes_with_signal"] = float(episodes_with_signal)
