@@ -51,6 +51,14 @@ _SIM_WARNINGS = {
 }
 
 
+def check_image_size(size, name: str) -> None:
+    """``TypeError``/``ValueError`` naming ``name`` unless ``size`` is an int in the supported range."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(size).__name__}.")
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"{name}={size} is out of range; use {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}.")
+
+
 def mjcf_path(name: str) -> str:
     """Absolute path of an MJCF file shipped in ``assets/mjcf``."""
     return str(resources.files("assets").joinpath("mjcf", name))
@@ -103,6 +111,9 @@ class ManipulationEnv(gym.Env):
         image_size: side of the square observation image in pixels, 16-256 (default 128).
         render_obs: if False the observation image is all zeros and nothing is rendered —
             for headless data generation and physics benchmarks; ``render()`` still works.
+        prm_image_size: if set (16-256) and not ``image_size``, the observation also holds
+            ``"prm_image"``: the same camera rendered at this side, for a process reward model
+            trained on frames of that size (the reward wrappers score it instead of ``"image"``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
@@ -111,13 +122,18 @@ class ManipulationEnv(gym.Env):
     task_name: str = ""
     success_needs_gripper: bool = False  # success is the gripper's relation to the scene (ends when it leaves)
 
-    def __init__(self, render_mode: str | None = "rgb_array", image_size: int = 128, render_obs: bool = True):
+    def __init__(
+        self,
+        render_mode: str | None = "rgb_array",
+        image_size: int = 128,
+        render_obs: bool = True,
+        prm_image_size: int | None = None,
+    ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use 'rgb_array' or None.")
-        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
-            raise TypeError(f"image_size must be an int, got {type(image_size).__name__}.")
-        if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-            raise ValueError(f"image_size={image_size} is out of range; use {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}.")
+        check_image_size(image_size, "image_size")
+        if prm_image_size is not None:
+            check_image_size(prm_image_size, "prm_image_size")
         self.render_mode = render_mode
         self.image_size = int(image_size)
         self.render_obs = bool(render_obs)
@@ -125,13 +141,18 @@ class ManipulationEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self.ids = self._lookup_ids()
         self._renderer = CameraRenderer(self.model, self.image_size, self.image_size, self.camera)
+        self.prm_image_size = None if prm_image_size in (None, image_size) else int(prm_image_size)
+        self._prm_renderer = None
+        spaces = {
+            keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
+            keys.STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
+        }
+        if self.prm_image_size is not None:
+            side = self.prm_image_size
+            self._prm_renderer = CameraRenderer(self.model, side, side, self.camera)
+            spaces[keys.PRM_IMAGE] = gym.spaces.Box(0, 255, (side, side, 3), np.uint8)
         self._home_qpos = self._solve_home()
-        self.observation_space = gym.spaces.Dict(
-            {
-                keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-                keys.STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
-            }
-        )
+        self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
         self.instruction = ""
         self._target_pos = HOME_TCP.copy()
@@ -246,6 +267,8 @@ class ManipulationEnv(gym.Env):
 
     def close(self):
         self._renderer.close()
+        if self._prm_renderer is not None:
+            self._prm_renderer.close()
         super().close()
 
     # ---------------------------------------------------------------- internals
@@ -277,7 +300,12 @@ class ManipulationEnv(gym.Env):
             image = self._render_frame().copy()
         else:
             image = np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        return {keys.IMAGE: image, keys.STATE: self.proprio()}
+        observation = {keys.IMAGE: image, keys.STATE: self.proprio()}
+        if self._prm_renderer is not None:
+            side = self.prm_image_size
+            prm_image = self._prm_renderer.render(self.data) if self.render_obs else np.zeros((side, side, 3), np.uint8)
+            observation[keys.PRM_IMAGE] = prm_image
+        return observation
 
     def proprio(self) -> np.ndarray:
         """``(8,) float32``: TCP position (3), hand rotation away from straight-down as an

@@ -41,6 +41,7 @@ class ProcessRewardModel:
     """Base class: validates inputs, then calls :meth:`_score`."""
 
     name = "prm"
+    image_size: int | None = None  # the frame side it was trained on, where that is known
 
     def score(self, frames, instructions: Sequence[str], infos: Sequence[dict] | None = None) -> np.ndarray:
         """``float32 (B,)`` probabilities in [0, 1] that each frame shows its task completed."""

@@ -53,20 +53,24 @@ def expert_rollouts(task: str, seed: int, count: int, image_size: int, noise: fl
 
 
 def policy_rollouts(policy, task: str, seed: int, count: int, image_size: int, temperature: float) -> list[dict]:
+    """``count`` sampled policy episodes from one initial state; the policy sees frames of its own
+    size, the PRM gets them at ``image_size``."""
     from vla_rl.evaluate import run_episodes
 
     records = run_episodes(
         policy,
         task,
         [seed] * count,
-        image_size,
+        policy.image_size or image_size,
         num_envs=count,
         greedy=False,
         temperature=temperature,
         keep_frames=count,
+        prm_image_size=image_size,
     )
     return [
-        {"frames": np.stack(r["frames"]), "instruction": r["instruction"], "success": r["success"]} for r in records
+        {"frames": np.stack(r.get("prm_frames", r["frames"])), "instruction": r["instruction"], "success": r["success"]}
+        for r in records
     ]
 
 
@@ -133,6 +137,7 @@ def run(args) -> dict:
     for task in args.tasks:
         envs.task_id(task)
     prm = load_prm(args.prm_model_name_or_path, args.prm_checkpoint_path)
+    args.image_size = args.image_size or prm.image_size or 56
     policy = None
     if args.policy != "expert":
         from vla_rl.policy.checkpoint import load_policy
@@ -186,7 +191,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--temperature", type=float, default=1.0, help="VLA sampling temperature")
     p.add_argument("--expert_noise", type=float, default=0.3, help="expert action-noise std")
     p.add_argument("--decoy_fraction", type=float, default=0.5, help="expert rollouts aimed at another block")
-    p.add_argument("--image_size", type=int, default=56)
+    p.add_argument(
+        "--image_size", type=int, default=0, help="side of the frames the PRM scores (0: its training size, else 56)"
+    )
     p.add_argument("--seed", type=int, default=3_000_000, help="first initial-state seed (held out from training)")
     p.add_argument("--out", required=True, help="report directory")
     args = p.parse_args(argv)

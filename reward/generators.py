@@ -204,7 +204,9 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
 # ----------------------------------------------------------------------------- method 1
 def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[GeneratedEpisode]:
     """``num_rollouts`` sampled policy episodes per candidate initial state; keeps the states
-    whose failure rate is inside ``band`` until ``num_samples`` are kept."""
+    whose failure rate is inside ``band`` until ``num_samples`` are kept. The policy sees frames
+    of its own size; the dataset records them at ``image_size`` (rendered beside them where the
+    two differ)."""
     from vla_rl.evaluate import run_episodes
 
     episodes, kept = [], 0
@@ -213,12 +215,13 @@ def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[Ge
             policy,
             task,
             [seed] * config.num_rollouts,
-            config.image_size,
+            policy.image_size or config.image_size,
             num_envs=config.num_rollouts,
             greedy=False,
             temperature=config.temperature,
             max_env_length=config.max_env_length or None,
             keep_frames=config.num_rollouts,
+            prm_image_size=config.image_size,
         )
         failure_rate = 1.0 - float(np.mean([r["success"] for r in rollouts]))
         bar.set_postfix(kept=kept, failure=f"{failure_rate:.2f}")
@@ -227,7 +230,7 @@ def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[Ge
         for r in rollouts:
             episodes.append(
                 GeneratedEpisode(
-                    frames=np.stack(r["frames"]),
+                    frames=np.stack(r.get("prm_frames", r["frames"])),
                     states=np.stack(r["states"]).astype(np.float32),
                     success=np.asarray([i[keys.SUCCESS] for i in r["infos"]], bool),
                     progress=np.asarray([i[keys.PROGRESS] for i in r["infos"]], np.float32),

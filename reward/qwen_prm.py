@@ -111,6 +111,7 @@ class QwenProcessRM(ProcessRewardModel):
         from vla_rl.qwen.processor import QwenImageTextProcessor
 
         prompt_template, answer_tokens = prompt_and_answers(model_path, adapter_path, prompt_template, answer_tokens)
+        self.image_size = trained_prm_config(adapter_path, model_path).get("image_size") or None
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         read_checkpoint_config(model_path, "--prm_model_name_or_path")  # fail before loading anything
@@ -157,6 +158,12 @@ class QwenProcessRM(ProcessRewardModel):
 
     def _score(self, frames, instructions, infos):
         import torch
+
+        if self.image_size and frames.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"this PRM was trained on {self.image_size}-px frames and got {frames.shape[2]}x{frames.shape[1]}; "
+                f"render them at its size (--prm_image_size {self.image_size}, or the env's prm_image_size)."
+            )
 
         scores = []
         for start in range(0, len(frames), self.batch_size):

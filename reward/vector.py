@@ -30,8 +30,9 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
     """Adds ``weight * f(PRM score)`` to every sub-env's reward; see ``RewardWrapper``.
 
     Args:
-        env: a vector env whose observations have an ``"image"`` entry and whose infos (or
-            sub-envs) give the instruction.
+        env: a vector env whose observations have an ``"image"`` entry (the PRM scores
+            ``"prm_image"`` instead where there is one) and whose infos (or sub-envs) give the
+            instruction.
         prm, weight, mode, threshold, gamma, score_every, log_every: as in ``RewardWrapper``.
         deferred: score at :meth:`flush` instead of every step.
     """
@@ -68,7 +69,7 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
 
     def _record(self, observations, infos, active, begin, terminated, truncated):
         return self.state.record(
-            observations[keys.IMAGE],
+            observations[keys.PRM_IMAGE] if keys.PRM_IMAGE in observations else observations[keys.IMAGE],
             self._instructions(infos),
             lambda i: sub_env_info(infos, i),
             active=active,

@@ -23,9 +23,12 @@ logger = logging.getLogger("vla_rl.prm")
 
 
 def frame_of(observation, env: gym.Env) -> np.ndarray:
-    """The camera frame of an observation: ``obs["image"]``, else ``env.render()``."""
-    if isinstance(observation, dict) and keys.IMAGE in observation:
-        return observation[keys.IMAGE]
+    """The frame the PRM scores: ``obs["prm_image"]`` (the camera at the PRM's own size, where
+    the env renders one), else ``obs["image"]``, else ``env.render()``."""
+    if isinstance(observation, dict):
+        for key in (keys.PRM_IMAGE, keys.IMAGE):
+            if key in observation:
+                return observation[key]
     frame = env.render()
     if frame is None:
         raise ValueError(

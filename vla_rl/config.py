@@ -99,14 +99,37 @@ class PRMConfig:
     prm_reward_mode: str = field(default="binary", metadata={"help": "binary | prob | potential"})
     prm_threshold: float = field(default=0.5, metadata={"help": "P(completed) threshold of binary mode"})
     prm_deferred: bool = field(default=True, metadata={"help": "score a whole rollout at once (True/False)"})
+    prm_image_size: int = field(
+        default=0,
+        metadata={
+            "help": "side of the frames the PRM scores, rendered beside the policy's (0: the size the PRM was "
+            "trained on, from its prm_config.json, else the policy's frames)"
+        },
+    )
 
     def resolved_model(self) -> str:
         return self.prm_model_name_or_path or default_prm()
+
+    def frame_size(self) -> int | None:
+        """The side of the frames the PRM scores: ``--prm_image_size``, else the image size of the
+        PRM's training set (its ``prm_config.json``), else ``None`` (it scores the policy's frames)."""
+        if not self.process_reward_model:
+            return None
+        if self.prm_image_size:
+            return self.prm_image_size
+        model = self.resolved_model()
+        if model in BUILTIN_PRMS:
+            return None
+        from reward.qwen_prm import trained_prm_config
+
+        return trained_prm_config(self.prm_checkpoint_path or None, model).get("image_size") or None
 
     def validate(self) -> None:
         from reward.shaping import Shaping
 
         Shaping(self.prm_reward_weight, self.prm_reward_mode, self.prm_threshold)
+        if self.prm_image_size and not 16 <= self.prm_image_size <= 256:
+            raise ValueError(f"--prm_image_size must be 0 or in 16..256, got {self.prm_image_size}.")
         if not self.process_reward_model:
             return
         model = self.resolved_model()

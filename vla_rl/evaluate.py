@@ -24,9 +24,12 @@ from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS
 EVAL_SEED_BASE = 1_000_000
 
 
-def make_task_vector_env(task: str, num_envs: int, image_size: int, max_env_length: int | None = None):
+def make_task_vector_env(
+    task: str, num_envs: int, image_size: int, max_env_length: int | None = None, prm_image_size: int | None = None
+):
     """A synchronous vector env of one task (rendering in this process keeps the 2-core CPU
-    machine's cores for the policy; workers buy little when the policy dominates)."""
+    machine's cores for the policy; workers buy little when the policy dominates); with
+    ``prm_image_size``, it also renders the PRM's frames at that side."""
     import gymnasium as gym
 
     import envs
@@ -34,6 +37,8 @@ def make_task_vector_env(task: str, num_envs: int, image_size: int, max_env_leng
     kwargs = {"image_size": image_size}
     if max_env_length:
         kwargs["max_episode_steps"] = max_env_length
+    if prm_image_size and prm_image_size != image_size:
+        kwargs["prm_image_size"] = prm_image_size
     return gym.make_vec(envs.task_id(task), num_envs, vectorization_mode="sync", **kwargs)
 
 
@@ -49,11 +54,13 @@ def run_episodes(
     keep_frames: int = 0,
     on_episode=None,
     greedy_decoding: str = "mean",
+    prm_image_size: int | None = None,
 ) -> list[dict]:
     """Run one episode per seed; returns per-episode ``success``, ``final_progress`` (the
     simulator's privileged progress at the last step), ``length``, ``seed``, ``instruction``
     and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` / ``actions`` /
-    ``infos`` (success and progress of every frame) and, in tasks with coloured objects,
+    ``infos`` (success and progress of every frame), ``prm_frames`` where the env renders the
+    PRM's frames at ``prm_image_size``, and, in tasks with coloured objects,
     ``colour_positions`` (each palette colour's position per frame, NaN: absent) for videos
     and PRM datasets."""
     from envs.demos import colour_positions
@@ -64,7 +71,8 @@ def run_episodes(
         return None if coloured is None else colour_positions(coloured())
 
     results: list[dict] = []
-    env = make_task_vector_env(task, min(num_envs, len(seeds)), image_size, max_env_length)
+    env = make_task_vector_env(task, min(num_envs, len(seeds)), image_size, max_env_length, prm_image_size)
+    prm_frames = keys.PRM_IMAGE in env.single_observation_space.spaces
     try:
         for start in range(0, len(seeds), env.num_envs):
             batch = seeds[start : start + env.num_envs]
@@ -86,6 +94,8 @@ def run_episodes(
                         actions=[],
                         infos=[first],
                     )
+                    if prm_frames:
+                        records[i]["prm_frames"] = [observations[keys.PRM_IMAGE][i].copy()]
                     colours = colours_of(i)
                     if colours is not None:
                         records[i]["colour_positions"] = [colours]
@@ -111,6 +121,8 @@ def run_episodes(
                         record["states"].append(observations[keys.STATE][i].copy())
                         record["actions"].append(actions[i])
                         record["infos"].append({keys.SUCCESS: success, keys.PROGRESS: float(infos[keys.PROGRESS][i])})
+                        if prm_frames:
+                            record["prm_frames"].append(observations[keys.PRM_IMAGE][i].copy())
                         if "colour_positions" in record:
                             record["colour_positions"].append(colours_of(i))
                     if terminated[i] or truncated[i]:
@@ -126,13 +138,15 @@ def run_episodes(
 
 
 def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int = 10) -> list[str]:
-    """Annotated mp4s of the records that kept frames; PRM scores when ``prm`` is given."""
+    """Annotated mp4s of the records that kept frames; PRM scores when ``prm`` is given (of the
+    PRM's own frames where the records have them)."""
     from reward.video import video_name, write_episode_video
 
     paths = []
     for index, record in enumerate(r for r in records if "frames" in r):
         frames = np.stack(record["frames"])
-        scores = prm.score(frames, [record["instruction"]] * len(frames)) if prm is not None else None
+        scored = np.stack(record["prm_frames"]) if "prm_frames" in record else frames
+        scores = prm.score(scored, [record["instruction"]] * len(frames)) if prm is not None else None
         steps, total = [], 0.0
         for t in range(len(frames)):
             success = bool(record["infos"][t].get("success", False))
@@ -168,9 +182,11 @@ def evaluate_policy(
     prm=None,
     progress: bool = True,
     greedy_decoding: str = "mean",
+    prm_image_size: int | None = None,
 ) -> dict:
     """Success rate per task over ``episodes`` seeds each (``seed_base ..``); a summary dict.
-    ``greedy`` decodes deterministically (``greedy_decoding``: see :meth:`VLAPolicy.act`)."""
+    ``greedy`` decodes deterministically (``greedy_decoding``: see :meth:`VLAPolicy.act`). The
+    video frames ``prm`` scores are rendered at ``prm_image_size`` where that is set."""
     from tqdm import tqdm
 
     seeds = list(range(seed_base, seed_base + episodes))
@@ -203,6 +219,7 @@ def evaluate_policy(
                 keep_frames=keep,
                 on_episode=count,
                 greedy_decoding=greedy_decoding,
+                prm_image_size=prm_image_size if prm is not None and video_dir else None,
             )
             videos = write_videos(records, task, os.path.join(video_dir, task), prm) if video_dir else []
             summary["tasks"][task] = {
@@ -260,11 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     image_size = args.image_size or policy.image_size or 56
-    prm = None
+    prm, prm_image_size = None, None
     if args.prm_model_name_or_path:
         from reward.qwen_prm import QwenProcessRM
 
         prm = QwenProcessRM(args.prm_model_name_or_path)
+        prm_image_size = prm.image_size
     summary = evaluate_policy(
         policy,
         tasks,
@@ -278,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         videos_per_task=args.videos_per_task,
         prm=prm,
         greedy_decoding=args.greedy_decoding,
+        prm_image_size=prm_image_size,
     )
     for task, row in summary["tasks"].items():
         print(

@@ -3,6 +3,7 @@
 # Observation keys.
 IMAGE = "image"
 STATE = "state"
+PRM_IMAGE = "prm_image"  # the frame at the PRM's own size, where it differs from the policy's
 
 # Per-step info keys written by the environments.
 INSTRUCTION = "instruction"

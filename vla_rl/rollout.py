@@ -33,13 +33,18 @@ def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_lengt
     return task_env_fns(assigned, image_size, max_env_length), assigned
 
 
-def task_env_fns(assigned: list[str], image_size: int, max_env_length: int = 0) -> list:
-    """One env constructor per entry of ``assigned`` (a task name each)."""
+def task_env_fns(
+    assigned: list[str], image_size: int, max_env_length: int = 0, prm_image_size: int | None = None
+) -> list:
+    """One env constructor per entry of ``assigned`` (a task name each); with ``prm_image_size``,
+    the envs also render the PRM's frame at that side (``envs.base.ManipulationEnv``)."""
     import envs
 
     kwargs = {"image_size": image_size}
     if max_env_length:
         kwargs["max_episode_steps"] = max_env_length
+    if prm_image_size and prm_image_size != image_size:
+        kwargs["prm_image_size"] = prm_image_size
 
     def make(task):
         return lambda: gym.make(envs.task_id(task), **kwargs)

@@ -112,6 +112,26 @@ def test_bad_image_size_is_rejected(bad, error):
         gym.make("VLARL/Reach-v0", image_size=bad)
 
 
+def test_prm_image_is_the_same_camera_at_its_own_size(make_env):
+    env = make_env("push", image_size=32, prm_image_size=64)
+    obs, _ = env.reset(seed=3)
+    for _ in range(2):
+        assert env.observation_space.contains(obs)
+        assert obs[keys.IMAGE].shape == (32, 32, 3) and obs[keys.PRM_IMAGE].shape == (64, 64, 3)
+        # the same scene: the PRM frame, averaged down to 32 px, is close to the policy's frame
+        pooled = obs[keys.PRM_IMAGE].reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
+        assert np.abs(pooled - obs[keys.IMAGE]).mean() < 12
+        obs, *_ = env.step(np.array([0.5, 0, -0.5, 0, 0, 0, 1], np.float32))
+    same = make_env("push", image_size=32, prm_image_size=32)
+    assert keys.PRM_IMAGE not in same.reset(seed=3)[0]  # nothing to add at the policy's own size
+
+
+@pytest.mark.parametrize("bad, error", [(8, ValueError), (128.0, TypeError)])
+def test_bad_prm_image_size_is_rejected(bad, error):
+    with pytest.raises(error, match="prm_image_size"):
+        gym.make("VLARL/Reach-v0", image_size=32, prm_image_size=bad)
+
+
 def test_bad_render_mode_is_rejected():
     with pytest.raises(ValueError, match="render_mode"):
         gym.make("VLARL/Reach-v0", render_mode="depth_array")

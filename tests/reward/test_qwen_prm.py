@@ -120,6 +120,28 @@ def test_missing_and_wrong_directories_fail_early(tmp_path, tiny_qwen):
         QwenProcessRM(tiny_qwen, adapter_path=str(tmp_path))
 
 
+def test_a_trained_prm_knows_its_frame_size_and_refuses_others(tiny_qwen, tmp_path):
+    trained = str(tmp_path / "trained")
+    shutil.copytree(tiny_qwen, trained)
+    with open(os.path.join(trained, "prm_config.json"), "w") as f:
+        json.dump({"image_size": 56}, f)
+    prm = QwenProcessRM(trained)
+    assert prm.image_size == 56 and QwenProcessRM(tiny_qwen).image_size is None
+    assert prm.score(FRAMES[:2, :56, :56], TEXTS[:2]).shape == (2,)
+    with pytest.raises(ValueError, match=r"trained on 56-px frames .*\(--prm_image_size 56"):
+        prm.score(FRAMES[:2], TEXTS[:2])
+    # the PPO config reads the size from the PRM, and renders the PRM's frames at it
+    from vla_rl.config import parse_config
+
+    def frame_size(*extra):
+        argv = ["--vla_path", tiny_qwen, "--prm_model_name_or_path", trained, "--run_root_dir", str(tmp_path)]
+        return parse_config([*argv, *extra]).prm.frame_size()
+
+    assert frame_size() == 56
+    assert frame_size("--prm_image_size", "112") == 112
+    assert frame_size("--process_reward_model", "False") is None
+
+
 def test_adapter_for_another_base_is_rejected(tiny_qwen, tmp_path):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 

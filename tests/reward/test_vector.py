@@ -119,3 +119,36 @@ def test_flush_needs_deferred_mode():
     with pytest.raises(RuntimeError, match="deferred"):
         vec.flush()
     vec.close()
+
+
+class ShapeRM(PixelRM):
+    """PixelRM that also records the shape of the frames it scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = set()
+
+    def _score(self, frames, instructions, infos):
+        self.shapes.add(frames.shape[1:])
+        return super()._score(frames, instructions, infos)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_the_prm_scores_its_own_frames_where_the_env_renders_them(deferred):
+    prm = ShapeRM()
+    vec = VectorRewardWrapper(
+        envs.make_vector_env("reach", 2, asynchronous=False, image_size=16, prm_image_size=32), prm, deferred=deferred
+    )
+    observations, _ = vec.reset(seed=0)
+    assert observations[keys.IMAGE].shape == (2, 16, 16, 3)
+    vec.step(_actions(1, 2)[0])
+    if deferred:
+        vec.flush()
+    vec.close()
+    assert prm.shapes == {(32, 32, 3)}
+    single_prm = ShapeRM()
+    env = RewardWrapper(gym.make("VLARL/Reach-v0", image_size=16, prm_image_size=32), single_prm, mode="potential")
+    env.reset(seed=0)
+    env.step(_actions(1, 1)[0, 0])
+    env.close()
+    assert single_prm.shapes == {(32, 32, 3)}

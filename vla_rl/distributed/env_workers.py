@@ -38,17 +38,25 @@ class EnvWorker:
 
     Args:
         tasks: the task of each sub-env of the slice.
-        image_size, max_env_length: as in :func:`vla_rl.rollout.make_env_fns`.
+        image_size, max_env_length, prm_image_size: as in :func:`vla_rl.rollout.task_env_fns`.
         prm: a PRM (typically a :class:`~vla_rl.distributed.prm_server.RemotePRM`) or ``None``.
         shaping: keyword arguments of :class:`reward.vector.VectorRewardWrapper`.
     """
 
-    def __init__(self, tasks: list[str], image_size: int, max_env_length: int = 0, prm=None, shaping=None):
+    def __init__(
+        self,
+        tasks: list[str],
+        image_size: int,
+        max_env_length: int = 0,
+        prm=None,
+        shaping=None,
+        prm_image_size: int | None = None,
+    ):
         import os
 
         from vla_rl.rollout import task_env_fns
 
-        env = gym.vector.SyncVectorEnv(task_env_fns(tasks, image_size, max_env_length))
+        env = gym.vector.SyncVectorEnv(task_env_fns(tasks, image_size, max_env_length, prm_image_size))
         if prm is not None:
             from reward.vector import VectorRewardWrapper
 
@@ -119,7 +127,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
 
     Args:
         tasks: the task of every sub-env (split into contiguous slices, one per worker).
-        image_size, max_env_length: env options.
+        image_size, max_env_length, prm_image_size: env options (see :class:`EnvWorker`).
         num_workers: env worker actors.
         prm: a picklable PRM for the workers (a ``RemotePRM``) or ``None``.
         shaping: ``VectorRewardWrapper`` options (``deferred`` decides whether :meth:`flush` exists).
@@ -139,6 +147,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         actor_options: list[dict] | None = None,
         max_restarts: int = -1,
         start_timeout_s: float = 300.0,
+        prm_image_size: int | None = None,
     ):
         ray = require_ray()
         if not 1 <= num_workers <= len(tasks):
@@ -151,7 +160,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         options = actor_options or [{"num_cpus": 1}] * num_workers
         self.workers = [
             remote.options(max_restarts=max_restarts, max_task_retries=0, **options[k]).remote(
-                tasks[s], image_size, max_env_length, prm, shaping
+                tasks[s], image_size, max_env_length, prm, shaping, prm_image_size
             )
             for k, s in enumerate(self.slices)
         ]

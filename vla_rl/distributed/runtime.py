@@ -153,7 +153,9 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
         from reward.vector import VectorRewardWrapper
         from vla_rl.rollout import task_env_fns
 
-        env = gym.vector.SyncVectorEnv(task_env_fns(assigned, image_size, config.env.max_env_length))
+        env = gym.vector.SyncVectorEnv(
+            task_env_fns(assigned, image_size, config.env.max_env_length, config.prm.frame_size())
+        )
         prm = build_prm(config, backends.prm)
         if prm is not None:
             env = VectorRewardWrapper(env, prm, **shaping_options(config))
@@ -187,6 +189,7 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
         prm=client,
         shaping=shaping_options(config),
         actor_options=worker_options,
+        prm_image_size=config.prm.frame_size(),
     )
     per_rank = " per rank" if ranks.world > 1 else ""
     described = (

@@ -139,7 +139,10 @@ VLA_SMALL = {
     "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
     "vision_config": {**TINY["vision_config"], "embed_dim": 96, "hidden_size": 128, "num_heads": 4, "patch_size": 7},
 }
-PRESETS = {"tiny": TINY, "vla-small": VLA_SMALL, "qwen2-vl-2b": QWEN2_VL_2B}
+# The small PRM's shape for 112-px frames: vla-small with 14-px patches, so that a frame twice the
+# side still gives 64 patches (16 image tokens) and costs what a 56-px frame costs vla-small.
+PRM_SMALL = {**VLA_SMALL, "vision_config": {**VLA_SMALL["vision_config"], "patch_size": 14}}
+PRESETS = {"tiny": TINY, "vla-small": VLA_SMALL, "prm-small": PRM_SMALL, "qwen2-vl-2b": QWEN2_VL_2B}
 # Image sizes the processor keeps as they are (no resize): up to 224x224 -> 64 image tokens.
 DEFAULT_MIN_PIXELS = 28 * 28
 DEFAULT_MAX_PIXELS = 224 * 224
