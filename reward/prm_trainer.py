@@ -16,15 +16,29 @@ RELATION_HEAD_FILE = "relation_head.pt"
 class FrameDataset:
     """Rows of one split as training examples (the image is read when the item is); with
     ``grounding`` (needed by the grounding and relation losses), each item also carries where
-    every palette colour's object and the gripper are."""
+    every palette colour's object and the gripper are. With ``colour_permutation`` > 0, that
+    fraction of the items is recoloured by a random permutation of the palette, instruction and
+    colour positions alike (:mod:`reward.augment`; same label), drawn from ``seed``."""
 
     def __init__(
-        self, rows: list[dict], target: str, progress_weight: float, prompt_template: str, grounding: bool = False
+        self,
+        rows: list[dict],
+        target: str,
+        progress_weight: float,
+        prompt_template: str,
+        grounding: bool = False,
+        colour_permutation: float = 0.0,
+        seed: int = 0,
     ):
+        import numpy as np
+
         self.rows = rows
         self.targets = [L.target_probability(target, row, progress_weight) for row in rows]
+        self.prompt_template = prompt_template
         self.prompts = [prompt_template.format(instruction=row["instruction"]) for row in rows]
         self.grounding = grounding
+        self.colour_permutation = colour_permutation
+        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -34,8 +48,17 @@ class FrameDataset:
 
         row = self.rows[index]
         item = {"image": load_image(row["image_path"]), "prompt": self.prompts[index], "target": self.targets[index]}
+        positions = row.get("colour_positions")
+        if self.colour_permutation and self.rng.random() < self.colour_permutation:
+            from reward import augment
+
+            permutation = self.rng.permutation(len(augment.COLOUR_NAMES))
+            item["image"] = augment.recolour(item["image"], permutation)
+            instruction = augment.rename_colours(row["instruction"], permutation)
+            item["prompt"] = self.prompt_template.format(instruction=instruction)
+            positions = positions and augment.permute_positions(positions, permutation)
         if self.grounding:
-            item["colour_positions"] = [[float("nan")] * 3 if p is None else p for p in row["colour_positions"]]
+            item["colour_positions"] = [[float("nan")] * 3 if p is None else p for p in positions]
             item["gripper"] = row["gripper"]
         return item
 

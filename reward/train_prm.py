@@ -68,6 +68,7 @@ class PRMTrainConfig:
     grounding_weight: float = 0.0
     grounding_layer: int = 0  # 0: the middle of the stack
     relation_weight: float = 0.0
+    colour_permutation: float = 0.0
     freeze_vision: bool = False
     seed: int = 0
     resume: bool = False
@@ -99,6 +100,10 @@ class PRMTrainConfig:
             (self.grounding_weight >= 0, f"--grounding_weight must be >= 0, got {self.grounding_weight}"),
             (self.grounding_layer >= 0, f"--grounding_layer must be >= 0, got {self.grounding_layer}"),
             (self.relation_weight >= 0, f"--relation_weight must be >= 0, got {self.relation_weight}"),
+            (
+                0 <= self.colour_permutation <= 1,
+                f"--colour_permutation must be in [0, 1], got {self.colour_permutation}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -255,7 +260,15 @@ def train_prm(config: PRMTrainConfig) -> dict:
             f"{flag} needs datasets whose rows record colour_positions and gripper; {config.data} "
             "have rows without them (build them again with `python -m reward.data`; both methods record them)."
         )
-    train_set = FrameDataset(train_rows, config.target, config.progress_weight, DEFAULT_PROMPT, auxiliary)
+    train_set = FrameDataset(
+        train_rows,
+        config.target,
+        config.progress_weight,
+        DEFAULT_PROMPT,
+        auxiliary,
+        colour_permutation=config.colour_permutation,
+        seed=config.seed,
+    )
     val_set = FrameDataset(val_rows, config.target, config.progress_weight, DEFAULT_PROMPT)
     weights = train_set.class_weights() if config.class_balance else (1.0, 1.0)
     model, mode, total = prepare_model(config)
@@ -370,6 +383,13 @@ def parse_args(argv: list[str] | None = None) -> PRMTrainConfig:
         help="weight of the relation loss at the answer position: how the named object stands to the gripper "
         "and to its destination (vla_rl.grounding.RelationLoss; 0: off; needs colour_positions like "
         "--grounding_weight)",
+    )
+    p.add_argument(
+        "--colour_permutation",
+        type=float,
+        default=defaults.colour_permutation,
+        help="fraction of training frames recoloured by a random permutation of the palette, with the "
+        "instruction's colour words renamed alike (reward.augment; labels unchanged; 0: off)",
     )
     p.add_argument(
         "--freeze_vision",
