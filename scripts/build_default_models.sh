@@ -12,7 +12,9 @@
 #   1. a simulator-labelled PRM dataset from perturbed experts (noise levels, decoy targets),
 #      and a held-out one from disjoint seeds,
 #   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
-#      not run), and train it with reward.train_prm (vision tower frozen, grounding loss),
+#      not run) or, with PRM_IMAGE_SIZE other than 56, from a prm-small checkpoint (14-px patches)
+#      whose vision tower is pretrained here at that size, and train it with reward.train_prm
+#      (vision tower frozen, grounding loss, PRM_COLOUR_PERMUTATION of the frames recoloured),
 #   3. evaluate it on the held-out dataset (frame F1, value-order correlation, ...) and install it
 #      only if it meets the targets (FORCE_INSTALL_PRM=1 installs it regardless).
 # Each model is installed atomically. Deterministic under SEED. Wall times on a 2-core CPU
@@ -39,6 +41,8 @@ VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
 PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
+PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-56}"  # PRM frame side; 56 shares the VLA's vision tower, 112 pretrains its own
+PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0}"  # fraction of PRM training frames recoloured (reward.augment)
 HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
 if [ ! -x "$PYTHON" ]; then
     echo "error: $PYTHON not found; run 'bash scripts/setup.sh' first." >&2
@@ -72,12 +76,21 @@ if [[ " $STAGES " == *" vla "* ]]; then
 fi
 if [[ " $STAGES " == *" prm "* ]]; then
     prm_start=$(date +%s)
-    echo "[prm 1/4] PRM datasets: $PRM_EPISODES perturbed-expert episodes per task, and a held-out set"
+    echo "[prm 1/4] PRM datasets: $PRM_EPISODES perturbed-expert episodes per task at $PRM_IMAGE_SIZE px, and a held-out set"
     "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples "$PRM_EPISODES" --seed "$SEED" \
-        --image_size 56 --out "$WORK/prm-data" --overwrite
+        --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-data" --overwrite
     "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples $(( (PRM_EPISODES + 3) / 4 )) \
-        --seed "$HELDOUT_SEED" --image_size 56 --out "$WORK/prm-heldout" --overwrite
-    if [ -f "$WORK/vla-vision/vision_pretrain.json" ]; then
+        --seed "$HELDOUT_SEED" --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-heldout" --overwrite
+    PRM_INIT="$WORK/vla-vision"
+    if [ "$PRM_IMAGE_SIZE" != 56 ]; then
+        PRM_INIT="$WORK/prm-vision"
+        echo "[prm 2/4] PRM initialisation: untrained prm-small checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
+            "($VISION_STEPS steps)"
+        "$PYTHON" -m vla_rl.qwen.build --preset prm-small --ordinal-bins --position-frame --seed "$SEED" \
+            --out "$WORK/prm-init" --overwrite
+        "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/prm-init" --out "$PRM_INIT" --tasks $TASKS \
+            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$PRM_IMAGE_SIZE" --seed "$SEED" --overwrite
+    elif [ -f "$WORK/vla-vision/vision_pretrain.json" ]; then
         echo "[prm 2/4] PRM initialisation: the vision-pretrained checkpoint of the vla stage ($WORK/vla-vision)"
     else
         echo "[prm 2/4] PRM initialisation: untrained vla-small checkpoint + vision pretraining ($VISION_STEPS steps)"
@@ -88,9 +101,10 @@ if [[ " $STAGES " == *" prm "* ]]; then
     fi
     echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss; target: completion," \
         "rising with progress before it)"
-    "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$WORK/vla-vision" \
+    "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$PRM_INIT" \
         --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
-        --grounding_weight 1 --eval_steps 1000 --save_steps 1000 --logging_steps 100 --seed "$SEED" --overwrite
+        --grounding_weight 1 --colour_permutation "$PRM_COLOUR_PERMUTATION" --eval_steps 1000 --save_steps 1000 \
+        --logging_steps 100 --seed "$SEED" --overwrite
     echo "[prm 4/4] held-out evaluation; installed as $PRM_OUT only if it meets the targets (F1 >= 0.90, value-order >= 0.80)"
     "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
         --data "$WORK/prm-heldout" --split all --out "$WORK/prm-eval"
