@@ -229,7 +229,9 @@ def train(config: TrainConfig) -> dict:
     runtime = training_env(config, assigned, image_size, ranks)
     env = runtime.env
     per_rank = f" per rank x {ranks.world} ranks" if ranks.world > 1 else ""
-    say(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs{per_rank} at {image_size} px", flush=True)
+    prm_size = config.prm.frame_size()
+    sizes = f"{image_size} px" + (f" (PRM frames {prm_size} px)" if prm_size and prm_size != image_size else "")
+    say(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs{per_rank} at {sizes}", flush=True)
 
     policy.model.train()
     model_params = [p for p in policy.model.parameters() if p.requires_grad]
