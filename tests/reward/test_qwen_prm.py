@@ -133,13 +133,14 @@ def test_a_trained_prm_knows_its_frame_size_and_refuses_others(tiny_qwen, tmp_pa
     # the PPO config reads the size from the PRM, and renders the PRM's frames at it
     from vla_rl.config import parse_config
 
-    def frame_size(*extra):
-        argv = ["--vla_path", tiny_qwen, "--prm_model_name_or_path", trained, "--run_root_dir", str(tmp_path)]
+    def frame_size(model, *extra):
+        argv = ["--vla_path", tiny_qwen, "--prm_model_name_or_path", model, "--run_root_dir", str(tmp_path)]
         return parse_config([*argv, *extra]).prm.frame_size()
 
-    assert frame_size() == 56
-    assert frame_size("--prm_image_size", "112") == 112
-    assert frame_size("--process_reward_model", "False") is None
+    assert frame_size(trained) == frame_size(trained, "--prm_image_size", "56") == 56
+    assert frame_size(trained, "--process_reward_model", "False") is None
+    assert frame_size(tiny_qwen) is None  # no recorded size: the policy's frames
+    assert frame_size("oracle_progress", "--prm_image_size", "112") == 112
 
 
 def test_adapter_for_another_base_is_rejected(tiny_qwen, tmp_path):
