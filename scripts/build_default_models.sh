@@ -15,7 +15,7 @@
 #      not run) or, with PRM_IMAGE_SIZE other than 56, from a prm-small checkpoint (14-px patches)
 #      whose vision tower is pretrained here at that size, and train it with reward.train_prm
 #      (vision tower frozen, grounding loss, PRM_COLOUR_PERMUTATION of the frames recoloured by a
-#      random palette permutation, no class balancing),
+#      random palette permutation),
 #   3. evaluate it on the held-out dataset (frame F1, value-order correlation, ...) and install it
 #      only if it meets the targets (FORCE_INSTALL_PRM=1 installs it regardless).
 # Each model is installed atomically. Deterministic under SEED. Wall times on a 2-core CPU
@@ -104,8 +104,7 @@ if [[ " $STAGES " == *" prm "* ]]; then
         "$PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
     "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$PRM_INIT" \
         --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
-        --grounding_weight 1 --colour_permutation "$PRM_COLOUR_PERMUTATION" --class_balance False \
-        --eval_steps 1000 --save_steps 1000 \
+        --grounding_weight 1 --colour_permutation "$PRM_COLOUR_PERMUTATION" --eval_steps 1000 --save_steps 1000 \
         --logging_steps 100 --seed "$SEED" --overwrite
     echo "[prm 4/4] held-out evaluation; installed as $PRM_OUT only if it meets the targets (F1 >= 0.90, value-order >= 0.80)"
     "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
