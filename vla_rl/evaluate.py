@@ -33,13 +33,10 @@ def make_task_vector_env(
     import gymnasium as gym
 
     import envs
+    from vla_rl.rollout import env_options
 
-    kwargs = {"image_size": image_size}
-    if max_env_length:
-        kwargs["max_episode_steps"] = max_env_length
-    if prm_image_size and prm_image_size != image_size:
-        kwargs["prm_image_size"] = prm_image_size
-    return gym.make_vec(envs.task_id(task), num_envs, vectorization_mode="sync", **kwargs)
+    options = env_options(image_size, max_env_length, prm_image_size)
+    return gym.make_vec(envs.task_id(task), num_envs, vectorization_mode="sync", **options)
 
 
 def run_episodes(

@@ -33,18 +33,25 @@ def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_lengt
     return task_env_fns(assigned, image_size, max_env_length), assigned
 
 
+def env_options(image_size: int, max_env_length: int | None = 0, prm_image_size: int | None = None) -> dict:
+    """``gym.make`` keyword arguments of a task env: the frame side, the episode step limit (0 or
+    None: the task's) and, where it differs from the frame side, the side of the PRM's frame
+    (``envs.base.ManipulationEnv``)."""
+    options = {"image_size": image_size}
+    if max_env_length:
+        options["max_episode_steps"] = max_env_length
+    if prm_image_size and prm_image_size != image_size:
+        options["prm_image_size"] = prm_image_size
+    return options
+
+
 def task_env_fns(
     assigned: list[str], image_size: int, max_env_length: int = 0, prm_image_size: int | None = None
 ) -> list:
-    """One env constructor per entry of ``assigned`` (a task name each); with ``prm_image_size``,
-    the envs also render the PRM's frame at that side (``envs.base.ManipulationEnv``)."""
+    """One env constructor per entry of ``assigned`` (a task name each), made with :func:`env_options`."""
     import envs
 
-    kwargs = {"image_size": image_size}
-    if max_env_length:
-        kwargs["max_episode_steps"] = max_env_length
-    if prm_image_size and prm_image_size != image_size:
-        kwargs["prm_image_size"] = prm_image_size
+    kwargs = env_options(image_size, max_env_length, prm_image_size)
 
     def make(task):
         return lambda: gym.make(envs.task_id(task), **kwargs)
