@@ -117,6 +117,10 @@ class PRMConfig:
             return None
         if self.prm_image_size:
             return self.prm_image_size
+        return self.trained_image_size()
+
+    def trained_image_size(self) -> int | None:
+        """The frame side in the PRM's ``prm_config.json`` (adapter's first), ``None`` if it records none."""
         model = self.resolved_model()
         if model in BUILTIN_PRMS:
             return None
@@ -141,10 +145,8 @@ class PRMConfig:
             raise FileNotFoundError(f"--prm_checkpoint_path {self.prm_checkpoint_path!r}: no such directory.")
         if self.prm_checkpoint_path and model in BUILTIN_PRMS:
             raise ValueError(f"--prm_checkpoint_path needs a Qwen2-VL --prm_model_name_or_path, not {model!r}.")
-        if model not in BUILTIN_PRMS and self.prm_image_size:
-            from reward.qwen_prm import trained_prm_config
-
-            trained = trained_prm_config(self.prm_checkpoint_path or None, model).get("image_size")
+        if self.prm_image_size:
+            trained = self.trained_image_size()
             if trained and trained != self.prm_image_size:
                 raise ValueError(
                     f"--prm_image_size {self.prm_image_size}: this PRM was trained on {trained}-px frames; "

@@ -421,7 +421,7 @@ def train(config: TrainConfig) -> dict:
             videos_per_task=config.run.eval_videos,
             prm=runtime.eval_prm,
             progress=config.run.progress,
-            prm_image_size=config.prm.frame_size(),
+            prm_image_size=prm_size,
         )
         for task, row in summary["eval"]["tasks"].items():
             print(
