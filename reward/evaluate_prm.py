@@ -11,9 +11,15 @@ adapter) or a built-in reference: ``oracle`` (privileged success: the upper boun
 against the seeds of the PRM's training set (from its ``prm_config.json``): overlapping seeds
 are an error unless ``--allow_seed_overlap True``.
 
-Writes ``prm_eval.json`` (frame and episode metrics, overall and per task, the seeds) and
-``prm_curves.png`` (P(completed) over time for successful and failed episodes, the true
-completion frame marked).
+Frames are called completed at ``--threshold``; by default at the decision threshold recorded in
+the PRM's ``prm_config.json`` (``reward.train_prm`` tunes it for the best F1 on its validation
+split), else 0.5. ``--save_threshold True`` tunes it here instead, on the given frames, and
+records it in ``prm_config.json``; that is refused unless the frames are the PRM's own
+validation episodes, so a threshold is never fitted to held-out data.
+
+Writes ``prm_eval.json`` (frame and episode metrics, overall and per task, the seeds; the frame
+metrics at 0.5 too when the threshold differs) and ``prm_curves.png`` (P(completed) over time for
+successful and failed episodes, the true completion frame marked).
 """
 
 from __future__ import annotations
@@ -39,13 +45,48 @@ def load_prm(name: str, adapter: str | None, batch_size: int = 64):
     return QwenProcessRM(name, adapter_path=adapter, batch_size=batch_size)
 
 
-def training_seeds(name: str, adapter: str | None) -> dict:
-    """``{task: [seeds]}`` of the PRM's training split, from its ``prm_config.json``."""
+def recorded_seeds(name: str, adapter: str | None, split: str) -> dict:
+    """``{task: [seeds]}`` of one split of the PRM's training dataset, from its ``prm_config.json``."""
     from reward.qwen_prm import trained_prm_config
 
     if name in BUILTIN_PRMS:
         return {}
-    return trained_prm_config(adapter, name).get("dataset_seeds", {}).get("train", {})
+    return trained_prm_config(adapter, name).get("dataset_seeds", {}).get(split, {})
+
+
+def decision_threshold(args) -> tuple[float, str]:
+    """The threshold to evaluate at and where it comes from."""
+    from reward.qwen_prm import trained_prm_config
+
+    if args.threshold is not None:
+        return args.threshold, "--threshold"
+    if args.prm_model_name_or_path not in BUILTIN_PRMS:
+        recorded = trained_prm_config(args.prm_checkpoint_path, args.prm_model_name_or_path).get("decision_threshold")
+        if recorded is not None:
+            return float(recorded), "prm_config.json"
+    return 0.5, "default"
+
+
+def check_tunable(args, eval_seeds: dict) -> None:
+    """``--save_threshold`` only on the PRM's own validation episodes (never held-out data)."""
+    import envs
+
+    if args.prm_model_name_or_path in BUILTIN_PRMS:
+        raise ValueError(f"--save_threshold needs a trained PRM, not the built-in {args.prm_model_name_or_path!r}.")
+    if args.threshold is not None:
+        raise ValueError("--save_threshold tunes the threshold; leave --threshold out.")
+    validation = recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "validation")
+    allowed = {envs.task_id(task): set(seeds) for task, seeds in validation.items()}
+    outside = {
+        task: sorted(set(seeds) - allowed.get(envs.task_id(task), set()))[:5]
+        for task, seeds in eval_seeds.items()
+        if set(seeds) - allowed.get(envs.task_id(task), set())
+    }
+    if outside:
+        raise ValueError(
+            f"--save_threshold: these frames are not the PRM's validation episodes (seeds outside them: {outside}); "
+            "tune on --data <its training dataset> --split validation, and evaluate on held-out data afterwards."
+        )
 
 
 def seed_overlap(eval_seeds: dict, train_seeds: dict) -> dict:
@@ -153,17 +194,28 @@ def evaluate(args) -> dict:
     for row in rows:
         eval_seeds.setdefault(row["task"], set()).add(row["seed"])
     eval_seeds = {task: sorted(seeds) for task, seeds in eval_seeds.items()}
-    train_seeds = training_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path)
+    train_seeds = recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "train")
     overlap = seed_overlap(eval_seeds, train_seeds)
     if overlap and not args.allow_seed_overlap:
         raise ValueError(
             f"evaluation seeds overlap the PRM's training seeds { ({k: v[:5] for k, v in overlap.items()}) }; build "
             "a held-out dataset with another --seed (python -m reward.data) or pass --allow_seed_overlap True."
         )
+    if args.save_threshold:
+        check_tunable(args, eval_seeds)
+    threshold, source = decision_threshold(args)
     prm = load_prm(args.prm_model_name_or_path, args.prm_checkpoint_path, args.batch_size)
     started = time.time()
     scores = score_rows(prm, rows, args.batch_size)
     seconds = time.time() - started
+    if args.save_threshold:
+        from reward.prm_metrics import best_f1_threshold
+        from reward.qwen_prm import record_decision_threshold
+
+        threshold, f1 = best_f1_threshold(scores, [r["completion"] for r in rows])
+        directory = args.prm_checkpoint_path or args.prm_model_name_or_path
+        path = record_decision_threshold(directory, threshold, f1, f"{args.split} split of {os.path.abspath(args.data)}")
+        source = f"tuned here, recorded in {path}"
     report = {
         "prm": args.prm_model_name_or_path,
         "adapter": args.prm_checkpoint_path,
@@ -173,20 +225,26 @@ def evaluate(args) -> dict:
         "training_seeds": train_seeds,
         "seed_overlap": overlap,
         "frames_per_second": round(len(rows) / max(seconds, 1e-9), 1),
-        **metrics_of(rows, scores, args.threshold, args.near_miss_progress),
+        "threshold": threshold,
+        "threshold_source": source,
+        **metrics_of(rows, scores, threshold, args.near_miss_progress),
         "per_task": {},
     }
+    if threshold != 0.5:
+        from reward.prm_metrics import frame_metrics
+
+        report["frame_at_0.5"] = frame_metrics(scores, np.array([r["completion"] for r in rows], bool), 0.5)
     for task in eval_seeds:
         chosen = [i for i, r in enumerate(rows) if r["task"] == task]
         report["per_task"][task] = metrics_of(
-            [rows[i] for i in chosen], scores[chosen], args.threshold, args.near_miss_progress
+            [rows[i] for i in chosen], scores[chosen], threshold, args.near_miss_progress
         )
     os.makedirs(args.out, exist_ok=True)
     tmp = os.path.join(args.out, "prm_eval.json.tmp")
     with open(tmp, "w") as f:
         json.dump(report, f, indent=1, default=float)
     os.replace(tmp, os.path.join(args.out, "prm_eval.json"))
-    plot_curves(episode_records(rows, scores), os.path.join(args.out, "prm_curves.png"), threshold=args.threshold)
+    plot_curves(episode_records(rows, scores), os.path.join(args.out, "prm_curves.png"), threshold=threshold)
     return report
 
 
@@ -202,14 +260,27 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--data", required=True, help="PRM dataset directory (python -m reward.data)")
     p.add_argument("--split", default="validation", choices=["train", "validation", "all"])
     p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(completed) at or above which a frame is positive")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="P(completed) at or above which a frame is positive (default: the PRM's recorded decision threshold, "
+        "else 0.5)",
+    )
+    p.add_argument(
+        "--save_threshold",
+        type=str2bool,
+        default=False,
+        help="tune the threshold for the best F1 on these frames (the PRM's validation episodes) and record it in "
+        "its prm_config.json",
+    )
     p.add_argument(
         "--near_miss_progress", type=float, default=0.5, help="failed episodes with this progress are near misses"
     )
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--allow_seed_overlap", type=str2bool, default=False)
     args = p.parse_args(argv)
-    if not 0 < args.threshold < 1:
+    if args.threshold is not None and not 0 < args.threshold < 1:
         p.error(f"--threshold must be in (0, 1), got {args.threshold}")
     if args.batch_size < 1:
         p.error(f"--batch_size must be >= 1, got {args.batch_size}")
@@ -226,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     frame, episode = report["frame"], report["episode"]
     print(f"evaluation seeds: {describe_seeds(report['evaluation_seeds'])}")
     print(f"training seeds:   {describe_seeds(report['training_seeds']) or 'unknown (no prm_config.json)'}")
+    print(f"threshold {report['threshold']:.2f} ({report['threshold_source']})")
     print(
         f"frames {frame['frames']} ({frame['positives']} completed): F1 {frame['f1']:.3f} (P {frame['precision']:.3f} "
         f"R {frame['recall']:.3f}), balanced hmean {frame['balanced_hmean']:.3f}, ECE {frame['ece']:.3f}, "

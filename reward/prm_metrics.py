@@ -48,6 +48,22 @@ def frame_metrics(scores, labels, threshold: float = 0.5, bins: int = 10) -> dic
     }
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
+
+
+def best_f1_threshold(scores, labels, grid=THRESHOLD_GRID) -> tuple[float, float]:
+    """The threshold on ``grid`` with the highest frame F1 of ``scores`` against ``labels``, and
+    that F1. Of equally good thresholds the one closest to 0.5 wins (the untuned default)."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, bool)
+    if not labels.any():
+        raise ValueError("tuning a threshold needs frames labelled completed; these have none.")
+    f1 = np.array([frame_metrics(scores, labels, float(t))["f1"] for t in grid])
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    chosen = best[np.argmin(np.abs(np.asarray(grid)[best] - 0.5))]
+    return float(grid[chosen]), float(f1[chosen])
+
+
 def expected_calibration_error(scores, labels, bins: int = 10) -> float:
     """Σ_b (n_b / N) · |mean label − mean score| over ``bins`` equal-width bins of the score."""
     scores = np.asarray(scores, np.float64)

@@ -35,6 +35,23 @@ def trained_prm_config(*directories: str | None) -> dict:
     return {}
 
 
+def record_decision_threshold(directory: str, threshold: float, f1: float, tuned_on: str) -> str:
+    """Set ``decision_threshold`` (and the F1 it reached on ``tuned_on``) in ``directory``'s
+    ``prm_config.json``, atomically; the other fields are kept. Returns the file's path."""
+    import json
+
+    path = os.path.join(directory, PRM_CONFIG_FILE)
+    config = trained_prm_config(directory)
+    config.update(
+        decision_threshold=float(threshold), decision_threshold_validation_f1=float(f1), decision_threshold_data=tuned_on
+    )
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
 def prompt_and_answers(model_path: str, adapter_path: str | None, prompt_template=None, answer_tokens=None):
     """The PRM's prompt template and (positive, negative) answer strings: the given ones, else
     those of the adapter's or model's ``prm_config.json``, else the defaults."""
@@ -111,7 +128,9 @@ class QwenProcessRM(ProcessRewardModel):
         from vla_rl.qwen.processor import QwenImageTextProcessor
 
         prompt_template, answer_tokens = prompt_and_answers(model_path, adapter_path, prompt_template, answer_tokens)
-        self.image_size = trained_prm_config(adapter_path, model_path).get("image_size") or None
+        trained = trained_prm_config(adapter_path, model_path)
+        self.image_size = trained.get("image_size") or None
+        self.threshold = float(trained.get("decision_threshold", 0.5))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         read_checkpoint_config(model_path, "--prm_model_name_or_path")  # fail before loading anything

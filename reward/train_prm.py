@@ -21,7 +21,9 @@ Outputs (``--out``)::
     checkpoint-N/        Hugging Face Trainer checkpoints (resumable with --resume True)
     final_checkpoint/    LoRA: the adapter (pass it as --prm_checkpoint_path, with the base model as
                          --prm_model_name_or_path); full: a complete checkpoint (pass it as
-                         --prm_model_name_or_path). Holds prm_config.json (prompt, answer tokens).
+                         --prm_model_name_or_path). Holds prm_config.json (prompt, answer tokens,
+                         frame size, and the decision threshold with the best F1 on the validation
+                         split, which binary PRM rewards and evaluation use unless told otherwise).
     prm_train_summary.json
 """
 
@@ -199,10 +201,18 @@ def training_arguments(config: PRMTrainConfig, mode: str):
     )
 
 
-def prm_config(config: PRMTrainConfig, mode: str, meta: dict) -> dict:
-    """What a scorer needs to ask the trained PRM the question it was trained on."""
+def prm_config(config: PRMTrainConfig, mode: str, meta: dict, tuned: tuple[float, float] | None = None) -> dict:
+    """What a scorer needs to ask the trained PRM the question it was trained on, and where to
+    cut its P(completed): ``tuned`` is (threshold, F1 there) on the validation split."""
     from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT
 
+    threshold = {}
+    if tuned:
+        threshold = {
+            "decision_threshold": tuned[0],
+            "decision_threshold_validation_f1": tuned[1],
+            "decision_threshold_data": f"validation split of {', '.join(config.data)}",
+        }
     return {
         "prompt_template": DEFAULT_PROMPT,
         "answer_tokens": list(ANSWER_PAIRS[config.answer_tokens]),
@@ -213,7 +223,20 @@ def prm_config(config: PRMTrainConfig, mode: str, meta: dict) -> dict:
         "dataset": config.data,
         "dataset_seeds": meta.get("seeds", {}),
         "image_size": meta.get("image_size"),
+        **threshold,
     }
+
+
+def tune_threshold(scores, rows: list[dict]) -> tuple[float, float] | None:
+    """(threshold, F1) of the best frame-level F1 of ``scores`` on the validation ``rows``;
+    ``None`` when they hold no completed frame to tune on."""
+    from reward.prm_metrics import best_f1_threshold
+
+    labels = [bool(row["completion"]) for row in rows]
+    if not any(labels):
+        print("[PRM train] no completed frame in the validation split: decision threshold left at 0.5")
+        return None
+    return best_f1_threshold(scores, labels)
 
 
 def write_final(trainer, processor, out: str, extra: dict) -> str:
@@ -303,10 +326,12 @@ def train_prm(config: PRMTrainConfig) -> dict:
     started = time.time()
     before = trainer.evaluate(metric_key_prefix="initial")
     result = trainer.train(resume_from_checkpoint=resume)
-    after = trainer.evaluate()
+    prediction = trainer.predict(val_set, metric_key_prefix="eval")
+    after = prediction.metrics
+    tuned = tune_threshold(prediction.predictions.reshape(-1), val_rows)
     probe = list(range(min(8, len(val_set))))
     probe_scores = trainer.predict(torch.utils.data.Subset(val_set, probe)).predictions.reshape(-1)
-    extra = prm_config(config, mode, meta)
+    extra = prm_config(config, mode, meta, tuned)
     final = write_final(trainer, processor, config.out, extra)
     summary = {
         "config": asdict(config),
@@ -320,6 +345,8 @@ def train_prm(config: PRMTrainConfig) -> dict:
         "seconds": round(time.time() - started, 1),
         "initial": before,
         "final": after,
+        "decision_threshold": extra.get("decision_threshold"),
+        "decision_threshold_validation_f1": extra.get("decision_threshold_validation_f1"),
         "final_checkpoint": final,
         # P(positive) of the first validation frames from the in-memory model: a reloaded
         # final_checkpoint must reproduce these
@@ -417,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         f"loss {summary['initial']['initial_loss']:.4f} -> {final['eval_loss']:.4f}; "
         f"wrote {summary['final_checkpoint']}"
     )
+    if summary["decision_threshold"] is not None:
+        print(
+            f"[PRM train] decision threshold {summary['decision_threshold']:.2f} (validation F1 "
+            f"{summary['decision_threshold_validation_f1']:.3f} there), recorded in prm_config.json"
+        )
     return 0
 
 

@@ -97,7 +97,13 @@ class PRMConfig:
     prm_checkpoint_path: str = field(default="", metadata={"help": "LoRA adapter directory for the PRM"})
     prm_reward_weight: float = field(default=0.1, metadata={"help": "weight w of the PRM term"})
     prm_reward_mode: str = field(default="binary", metadata={"help": "binary | prob | potential"})
-    prm_threshold: float = field(default=0.5, metadata={"help": "P(completed) threshold of binary mode"})
+    prm_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "P(completed) threshold of binary mode and of the videos (0: the PRM's decision threshold, tuned "
+            "on its validation split and recorded in its prm_config.json, else 0.5)"
+        },
+    )
     prm_deferred: bool = field(default=True, metadata={"help": "score a whole rollout at once (True/False)"})
     prm_image_size: int = field(
         default=0,
@@ -128,10 +134,23 @@ class PRMConfig:
 
         return trained_prm_config(self.prm_checkpoint_path or None, model).get("image_size") or None
 
+    def decision_threshold(self) -> float:
+        """``--prm_threshold``, else the threshold in the PRM's ``prm_config.json``, else 0.5."""
+        if self.prm_threshold:
+            return self.prm_threshold
+        model = self.resolved_model()
+        if not self.process_reward_model or model in BUILTIN_PRMS:
+            return 0.5
+        from reward.qwen_prm import trained_prm_config
+
+        return float(trained_prm_config(self.prm_checkpoint_path or None, model).get("decision_threshold", 0.5))
+
     def validate(self) -> None:
         from reward.shaping import Shaping
 
-        Shaping(self.prm_reward_weight, self.prm_reward_mode, self.prm_threshold)
+        if not 0.0 <= self.prm_threshold < 1.0:
+            raise ValueError(f"--prm_threshold must be in [0, 1) (0: the PRM's own), got {self.prm_threshold}.")
+        Shaping(self.prm_reward_weight, self.prm_reward_mode, 0.5)
         if self.prm_image_size and not 16 <= self.prm_image_size <= 256:
             raise ValueError(f"--prm_image_size must be 0 or in 16..256, got {self.prm_image_size}.")
         if not self.process_reward_model:

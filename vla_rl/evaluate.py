@@ -160,7 +160,8 @@ def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int
                 }
             )
         path = os.path.join(folder, video_name(index, task, record["success"]))
-        paths.append(write_episode_video(path, frames, steps, record["instruction"], fps=fps))
+        threshold = prm.threshold if prm is not None else 0.5
+        paths.append(write_episode_video(path, frames, steps, record["instruction"], fps=fps, threshold=threshold))
     return paths
 
 

@@ -270,7 +270,7 @@ def train(config: TrainConfig) -> dict:
             assigned,
             config.run.video_every,
             config.run.max_videos,
-            config.prm.prm_threshold,
+            config.prm.decision_threshold(),
         )
     if ranks.is_main:
         metrics_log = MetricLogger(

@@ -57,3 +57,37 @@ def test_evaluation_seeds_must_be_disjoint_from_training_seeds(heldout, tiny_qwe
     assert main(args + ["--allow_seed_overlap", "True"]) == 0
     report = json.loads((tmp_path / "e" / "prm_eval.json").read_text())
     assert report["seed_overlap"] and 0.0 <= report["frame"]["f1"] <= 1.0
+
+
+def test_threshold_is_tuned_only_on_the_prms_validation_episodes(heldout, tiny_qwen, tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    model = tmp_path / "prm"
+    shutil.copytree(tiny_qwen, model)
+    seeds = json.loads((Path(heldout) / "meta.json").read_text())["seeds"]
+    (model / "prm_config.json").write_text(json.dumps({"dataset_seeds": {"validation": seeds["validation"]}}))
+    base = ["--prm_model_name_or_path", str(model), "--data", heldout]
+    # the train split is not the PRM's validation data: refused before anything is scored
+    assert main(base + ["--split", "all", "--out", str(tmp_path / "x"), "--save_threshold", "True"]) == 2
+    assert "not the PRM's validation episodes" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert main(base + ["--split", "validation", "--out", str(tmp_path / "x"), "--save_threshold", "True",
+                        "--threshold", "0.3"]) == 2  # fmt: skip
+    assert "leave --threshold out" in capsys.readouterr().err
+
+    assert main(base + ["--split", "validation", "--out", str(tmp_path / "t"), "--save_threshold", "True"]) == 0
+    recorded = json.loads((model / "prm_config.json").read_text())
+    tuned = json.loads((tmp_path / "t" / "prm_eval.json").read_text())
+    assert recorded["dataset_seeds"] == {"validation": seeds["validation"]}  # the other fields are kept
+    assert 0.05 <= recorded["decision_threshold"] <= 0.95
+    assert tuned["threshold"] == recorded["decision_threshold"]
+    assert tuned["frame"]["f1"] == pytest.approx(recorded["decision_threshold_validation_f1"])
+    assert tuned["threshold_source"].startswith("tuned here")
+    # later evaluations use the recorded threshold unless told otherwise
+    assert main(base + ["--split", "train", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "prm_eval.json").read_text())
+    assert (report["threshold"], report["threshold_source"]) == (recorded["decision_threshold"], "prm_config.json")
+    assert main(base + ["--split", "train", "--out", str(tmp_path / "h"), "--threshold", "0.5"]) == 0
+    report = json.loads((tmp_path / "h" / "prm_eval.json").read_text())
+    assert (report["threshold"], report["threshold_source"]) == (0.5, "--threshold")

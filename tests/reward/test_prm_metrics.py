@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from reward.prm_metrics import (
+    best_f1_threshold,
     episode_metrics,
     expected_calibration_error,
     flicker_count,
@@ -59,3 +60,15 @@ def test_episode_metrics():
     assert m["near_miss_false_positive_rate"] == pytest.approx(1.0)
     assert m["near_miss_false_positive_frame_rate"] == pytest.approx(0.25)
     assert m["flicker_rate"] == 0.0
+
+
+def test_best_f1_threshold_hand_computed():
+    scores, labels = [0.1, 0.4, 0.6, 0.9], [0, 1, 0, 1]
+    # F1 is 2/3 up to 0.10, 0.8 on (0.10, 0.40], 0.5 on (0.40, 0.60], 2/3 on (0.60, 0.90]:
+    # the best band's grid point closest to 0.5 is 0.40
+    threshold, f1 = best_f1_threshold(scores, labels)
+    assert threshold == pytest.approx(0.40) and f1 == pytest.approx(0.8)
+    # a perfect separation anywhere in (0.4, 0.6]: ties go to 0.5
+    assert best_f1_threshold([0.1, 0.4, 0.6, 0.9], [0, 0, 1, 1]) == (pytest.approx(0.5), pytest.approx(1.0))
+    with pytest.raises(ValueError, match="labelled completed"):
+        best_f1_threshold([0.2, 0.7], [0, 0])

@@ -8,6 +8,7 @@ import pytest
 
 from reward.data import DataConfig, generate
 from reward.dataset import load_image, load_rows, read_meta
+from reward.prm_metrics import best_f1_threshold
 from reward.qwen_prm import QwenProcessRM
 from reward.train_prm import PRMTrainConfig, main, train_prm
 
@@ -42,9 +43,18 @@ def test_full_finetune_lowers_validation_loss_and_reloads(dataset, tiny_qwen, tm
     ]
     final = summary["final_checkpoint"]
     with open(os.path.join(final, "prm_config.json")) as f:
-        assert json.load(f)["answer_tokens"] == ["Yes", "No"]
-    reloaded = _probe_scores(summary, dataset, QwenProcessRM(final))
+        recorded = json.load(f)
+    assert recorded["answer_tokens"] == ["Yes", "No"]
+    prm = QwenProcessRM(final)
+    reloaded = _probe_scores(summary, dataset, prm)
     np.testing.assert_allclose(reloaded, summary["probe"]["scores"], atol=1e-5)
+    # the decision threshold is the best-F1 one on the validation split, and the reloaded PRM knows it
+    rows = load_rows(dataset, "validation")
+    scores = prm.score(np.stack([load_image(r["image_path"]) for r in rows]), [r["instruction"] for r in rows])
+    threshold, f1 = best_f1_threshold(scores, [r["completion"] for r in rows])
+    assert recorded["decision_threshold"] == pytest.approx(threshold) == prm.threshold
+    assert recorded["decision_threshold_validation_f1"] == pytest.approx(f1, abs=1e-6)
+    assert summary["decision_threshold"] == recorded["decision_threshold"]
 
 
 def test_lora_adapter_save_load_gives_the_same_scores(dataset, tiny_qwen, tmp_path):

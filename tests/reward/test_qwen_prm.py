@@ -177,3 +177,23 @@ def test_flat_v4_style_config_like_the_public_checkpoint(tiny_qwen, tmp_path, pr
     assert "text_config" not in flat and flat["rope_scaling"]["type"] == "mrope"
     (copy / "config.json").write_text(json.dumps(flat))
     np.testing.assert_allclose(QwenProcessRM(str(copy)).score(FRAMES, TEXTS), prm.score(FRAMES, TEXTS), atol=1e-6)
+
+
+def test_the_prms_recorded_decision_threshold_is_the_default(tiny_qwen, tmp_path):
+    from vla_rl.config import parse_config
+
+    trained = str(tmp_path / "trained")
+    shutil.copytree(tiny_qwen, trained)
+    with open(os.path.join(trained, "prm_config.json"), "w") as f:
+        json.dump({"decision_threshold": 0.73}, f)
+    assert QwenProcessRM(trained).threshold == 0.73 and QwenProcessRM(tiny_qwen).threshold == 0.5
+
+    def threshold(model, *extra):
+        argv = ["--vla_path", tiny_qwen, "--prm_model_name_or_path", model, "--run_root_dir", str(tmp_path)]
+        return parse_config([*argv, *extra]).prm.decision_threshold()
+
+    assert threshold(trained) == 0.73
+    assert threshold(trained, "--prm_threshold", "0.6") == 0.6
+    assert threshold(tiny_qwen) == threshold("oracle") == 0.5
+    with pytest.raises(SystemExit):
+        threshold(trained, "--prm_threshold", "1.5")

@@ -93,6 +93,7 @@ def test_flags_land_in_their_components(tiny_qwen):
         (["--prm_model_name_or_path", "/nonexistent/prm"], "--prm_model_name_or_path"),
         (["--local_rollout_forward_batch_size", "0"], "--local_rollout_forward_batch_size"),
         (["--prm_image_size", "8"], "--prm_image_size"),
+        (["--prm_threshold", "1"], "--prm_threshold"),
         (["--advantage_estimator", "ppo"], "--advantage_estimator"),
         (["--advantage_estimator", "grpo", "--group_size", "1"], "--group_size"),
         (["--advantage_estimator", "grpo", "--num_envs", "6"], "--num_envs (6) must be a multiple of --group_size"),

@@ -53,7 +53,7 @@ def shaping_options(config: TrainConfig) -> dict:
     return {
         "weight": config.prm.prm_reward_weight,
         "mode": config.prm.prm_reward_mode,
-        "threshold": config.prm.prm_threshold,
+        "threshold": config.prm.decision_threshold(),
         "gamma": config.ppo.gamma,
         "deferred": config.prm.prm_deferred,
     }
