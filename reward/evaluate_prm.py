@@ -214,7 +214,9 @@ def evaluate(args) -> dict:
 
         threshold, f1 = best_f1_threshold(scores, [r["completion"] for r in rows])
         directory = args.prm_checkpoint_path or args.prm_model_name_or_path
-        path = record_decision_threshold(directory, threshold, f1, f"{args.split} split of {os.path.abspath(args.data)}")
+        path = record_decision_threshold(
+            directory, threshold, f1, f"{args.split} split of {os.path.abspath(args.data)}"
+        )
         source = f"tuned here, recorded in {path}"
     report = {
         "prm": args.prm_model_name_or_path,

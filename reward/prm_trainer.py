@@ -197,3 +197,15 @@ def compute_metrics(eval_prediction) -> dict:
     labels = eval_prediction.label_ids.reshape(-1) >= 0.5
     metrics = frame_metrics(scores, labels)
     return {k: metrics[k] for k in ("f1", "precision", "recall", "balanced_hmean", "ece", "brier")}
+
+
+def tune_threshold(scores, rows: list[dict]) -> tuple[float, float] | None:
+    """(threshold, F1) of the best frame-level F1 of ``scores`` on the validation ``rows``;
+    ``None`` when they hold no completed frame to tune on."""
+    from reward.prm_metrics import best_f1_threshold
+
+    labels = [bool(row["completion"]) for row in rows]
+    if not any(labels):
+        print("[PRM train] no completed frame in the validation split: decision threshold left at 0.5")
+        return None
+    return best_f1_threshold(scores, labels)

@@ -43,7 +43,9 @@ def record_decision_threshold(directory: str, threshold: float, f1: float, tuned
     path = os.path.join(directory, PRM_CONFIG_FILE)
     config = trained_prm_config(directory)
     config.update(
-        decision_threshold=float(threshold), decision_threshold_validation_f1=float(f1), decision_threshold_data=tuned_on
+        decision_threshold=float(threshold),
+        decision_threshold_validation_f1=float(f1),
+        decision_threshold_data=tuned_on,
     )
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:

@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from reward import labels as L
-from reward.prm_trainer import FrameCollator, FrameDataset, compute_metrics, make_trainer_class
+from reward.prm_trainer import FrameCollator, FrameDataset, compute_metrics, make_trainer_class, tune_threshold
 from vla_rl.cli import str2bool
 
 PRM_CONFIG_FILE = "prm_config.json"
@@ -225,18 +225,6 @@ def prm_config(config: PRMTrainConfig, mode: str, meta: dict, tuned: tuple[float
         "image_size": meta.get("image_size"),
         **threshold,
     }
-
-
-def tune_threshold(scores, rows: list[dict]) -> tuple[float, float] | None:
-    """(threshold, F1) of the best frame-level F1 of ``scores`` on the validation ``rows``;
-    ``None`` when they hold no completed frame to tune on."""
-    from reward.prm_metrics import best_f1_threshold
-
-    labels = [bool(row["completion"]) for row in rows]
-    if not any(labels):
-        print("[PRM train] no completed frame in the validation split: decision threshold left at 0.5")
-        return None
-    return best_f1_threshold(scores, labels)
 
 
 def write_final(trainer, processor, out: str, extra: dict) -> str:

@@ -43,8 +43,11 @@ def test_identity_leaves_the_frame_exactly_as_it_was(frame):
 def test_a_swap_moves_the_named_objects_pixels_to_the_other_colour_and_nothing_else(frame):
     image, instruction = frame
     named = next(c for c in COLOUR_NAMES if c in instruction.split())
-    absent = next(c for c in COLOUR_NAMES if c not in instruction.split() and _nearest_colour_counts(image)[
-        COLOUR_NAMES.index(c)] == 0)
+    absent = next(
+        c
+        for c in COLOUR_NAMES
+        if c not in instruction.split() and _nearest_colour_counts(image)[COLOUR_NAMES.index(c)] == 0
+    )
     before = _nearest_colour_counts(image)
     out = recolour(image, swap(named, absent))
     after = _nearest_colour_counts(out)
