@@ -208,11 +208,12 @@ def evaluate(args) -> dict:
     started = time.time()
     scores = score_rows(prm, rows, args.batch_size)
     seconds = time.time() - started
+    labels = np.array([r["completion"] for r in rows], bool)
     if args.save_threshold:
         from reward.prm_metrics import best_f1_threshold
         from reward.qwen_prm import record_decision_threshold
 
-        threshold, f1 = best_f1_threshold(scores, [r["completion"] for r in rows])
+        threshold, f1 = best_f1_threshold(scores, labels)
         directory = args.prm_checkpoint_path or args.prm_model_name_or_path
         path = record_decision_threshold(
             directory, threshold, f1, f"{args.split} split of {os.path.abspath(args.data)}"
@@ -235,7 +236,7 @@ def evaluate(args) -> dict:
     if threshold != 0.5:
         from reward.prm_metrics import frame_metrics
 
-        report["frame_at_0.5"] = frame_metrics(scores, np.array([r["completion"] for r in rows], bool), 0.5)
+        report["frame_at_0.5"] = frame_metrics(scores, labels, 0.5)
     for task in eval_seeds:
         chosen = [i for i, r in enumerate(rows) if r["task"] == task]
         report["per_task"][task] = metrics_of(

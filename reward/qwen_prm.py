@@ -35,18 +35,23 @@ def trained_prm_config(*directories: str | None) -> dict:
     return {}
 
 
+def threshold_fields(threshold: float, f1: float, tuned_on: str) -> dict:
+    """The ``prm_config.json`` fields of a decision threshold and the F1 it reached on ``tuned_on``."""
+    return {
+        "decision_threshold": float(threshold),
+        "decision_threshold_validation_f1": float(f1),
+        "decision_threshold_data": tuned_on,
+    }
+
+
 def record_decision_threshold(directory: str, threshold: float, f1: float, tuned_on: str) -> str:
-    """Set ``decision_threshold`` (and the F1 it reached on ``tuned_on``) in ``directory``'s
-    ``prm_config.json``, atomically; the other fields are kept. Returns the file's path."""
+    """Set the decision threshold fields in ``directory``'s ``prm_config.json``, atomically; the
+    other fields are kept. Returns the file's path."""
     import json
 
     path = os.path.join(directory, PRM_CONFIG_FILE)
     config = trained_prm_config(directory)
-    config.update(
-        decision_threshold=float(threshold),
-        decision_threshold_validation_f1=float(f1),
-        decision_threshold_data=tuned_on,
-    )
+    config.update(threshold_fields(threshold, f1, tuned_on))
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         json.dump(config, f, indent=1)

@@ -204,15 +204,9 @@ def training_arguments(config: PRMTrainConfig, mode: str):
 def prm_config(config: PRMTrainConfig, mode: str, meta: dict, tuned: tuple[float, float] | None = None) -> dict:
     """What a scorer needs to ask the trained PRM the question it was trained on, and where to
     cut its P(completed): ``tuned`` is (threshold, F1 there) on the validation split."""
-    from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT
+    from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT, threshold_fields
 
-    threshold = {}
-    if tuned:
-        threshold = {
-            "decision_threshold": tuned[0],
-            "decision_threshold_validation_f1": tuned[1],
-            "decision_threshold_data": f"validation split of {', '.join(config.data)}",
-        }
+    threshold = threshold_fields(*tuned, f"validation split of {', '.join(config.data)}") if tuned else {}
     return {
         "prompt_template": DEFAULT_PROMPT,
         "answer_tokens": list(ANSWER_PAIRS[config.answer_tokens]),

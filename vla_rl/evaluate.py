@@ -140,6 +140,7 @@ def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int
     from reward.video import video_name, write_episode_video
 
     paths = []
+    threshold = prm.threshold if prm is not None else 0.5
     for index, record in enumerate(r for r in records if "frames" in r):
         frames = np.stack(record["frames"])
         scored = np.stack(record["prm_frames"]) if "prm_frames" in record else frames
@@ -160,7 +161,6 @@ def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int
                 }
             )
         path = os.path.join(folder, video_name(index, task, record["success"]))
-        threshold = prm.threshold if prm is not None else 0.5
         paths.append(write_episode_video(path, frames, steps, record["instruction"], fps=fps, threshold=threshold))
     return paths
 
