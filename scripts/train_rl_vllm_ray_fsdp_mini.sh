@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The main job: PPO fine-tuning of the embedded small VLA in the simulated tasks, with the
-# process reward model, followed by an evaluation on held-out seeds with annotated videos.
+# embedded process reward model (assets/models/prm-small) as a potential-based dense reward
+# (w * (gamma * p' - p) per step, p = P(completed)), followed by an evaluation on held-out seeds
+# with annotated videos. `binary` rewards (p >= threshold) let the policy collect reward where the
+# PRM wrongly says "completed"; the potential form pays nothing for staying there.
 #
 #   bash scripts/train_rl_vllm_ray_fsdp_mini.sh                      # the defaults below
 #   bash scripts/train_rl_vllm_ray_fsdp_mini.sh --process_reward_model False --exp_name no-prm
@@ -20,8 +23,8 @@ export TOKENIZERS_PARALLELISM=false
 exec "$PYTHON" -m vla_rl.train \
     --task_suite_name default \
     --process_reward_model True \
-    --prm_reward_weight 0.1 \
-    --prm_reward_mode binary \
+    --prm_reward_weight 1.0 \
+    --prm_reward_mode potential \
     --save_video True \
     --num_envs 8 \
     --num_steps 32 \
