@@ -62,6 +62,7 @@ class SFTConfig:
     dagger_beta: float = 0.5
     dagger_max_steps: int = 0
     dagger_decoding: str = "mean"
+    dagger_tasks: list | None = None
     use_state: bool = True
     labels: str = "expert"
     tasks: list | None = None
@@ -133,6 +134,12 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     demos = Demonstrations.load(config.data, config.labels, config.tasks, config.relabel)
+    unknown = sorted(set(config.dagger_tasks or []) - {_short_task(t) for t in demos.tasks})
+    if unknown:
+        raise ValueError(
+            f"--dagger_tasks {' '.join(unknown)}: not among the demonstrations' tasks "
+            f"{[_short_task(t) for t in demos.tasks]}."
+        )
     auxiliary = config.grounding_weight > 0 or config.relation_weight > 0
     if auxiliary and demos.colour_positions is None:
         flag = "--grounding_weight" if config.grounding_weight > 0 else "--relation_weight"
@@ -245,7 +252,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     if config.dagger_rounds:
         from vla_rl.dagger import collect
 
-        short = [_short_task(t) for t in demos.tasks]
+        short = [t for t in map(_short_task, demos.tasks) if t in (config.dagger_tasks or [t])]
         for round_index in range(config.dagger_rounds):
             beta = config.dagger_beta * 0.5**round_index
             model.eval()
@@ -371,6 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dagger_rounds", type=int, default=defaults.dagger_rounds, help="DAgger rounds after cloning")
     parser.add_argument(
         "--dagger_episodes", type=int, default=defaults.dagger_episodes, help="policy episodes per task per round"
+    )
+    parser.add_argument(
+        "--dagger_tasks",
+        nargs="+",
+        default=None,
+        help="tasks whose policy episodes DAgger labels (default: every task of the data); cloning still "
+        "samples all of the data",
     )
     parser.add_argument(
         "--dagger_steps", type=int, default=defaults.dagger_steps, help="cloning steps after each DAgger round"

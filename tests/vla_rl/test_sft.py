@@ -111,9 +111,12 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
     torch.testing.assert_close(out_a["values"], out_b["values"])
 
 
-def test_sft_rejects_bad_input_before_loading(tiny_qwen, tmp_path):
+def test_sft_rejects_bad_input_before_loading(demos, tiny_qwen, tmp_path):
     with pytest.raises(FileNotFoundError, match="--data"):
         train_sft(SFTConfig(data=[str(tmp_path)], vla_path=tiny_qwen, out=str(tmp_path / "o")))
+    with pytest.raises(ValueError, match="--dagger_tasks push: not among the demonstrations' tasks"):
+        train_sft(SFTConfig(data=[demos], vla_path=tiny_qwen, out=str(tmp_path / "o"), dagger_tasks=["push"]))
+    assert not os.path.exists(tmp_path / "o")
 
 
 def test_position_frame_carries_patch_coordinates():
