@@ -3,7 +3,9 @@
 # embedded process reward model (assets/models/prm-small) as a potential-based dense reward
 # (w * (gamma * p' - p) per step, p = P(completed)), followed by an evaluation on held-out seeds
 # with annotated videos. `binary` rewards (p >= threshold) let the policy collect reward where the
-# PRM wrongly says "completed"; the potential form pays nothing for staying there.
+# PRM wrongly says "completed"; the potential form pays nothing for staying there. Rollouts
+# sample at T = 0.5 with the vision tower fixed (the settings under which PPO raised held-out
+# reach success, bench/README.md), and the evaluation samples at the same temperature.
 #
 #   bash scripts/train_rl_vllm_ray_fsdp_mini.sh                      # the defaults below
 #   bash scripts/train_rl_vllm_ray_fsdp_mini.sh --process_reward_model False --exp_name no-prm
@@ -25,6 +27,9 @@ exec "$PYTHON" -m vla_rl.train \
     --process_reward_model True \
     --prm_reward_weight 1.0 \
     --prm_reward_mode potential \
+    --temperature 0.5 \
+    --freeze_vision True \
+    --eval_temperature 0.5 \
     --save_video True \
     --num_envs 8 \
     --num_steps 32 \
