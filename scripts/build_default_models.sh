@@ -14,8 +14,9 @@
 #   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
 #      not run) or, with PRM_IMAGE_SIZE other than 56, from a prm-small checkpoint (14-px patches)
 #      whose vision tower is pretrained here at that size, and train it with reward.train_prm
-#      (vision tower frozen, grounding loss, PRM_COLOUR_PERMUTATION of the frames recoloured by a
-#      random palette permutation),
+#      (vision tower frozen, grounding loss, relation loss at the answer position with weight
+#      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
+#      permutation),
 #   3. evaluate it on the held-out dataset (frame F1 at its tuned threshold, value-order
 #      correlation, ...) and install it only if it clears the install floor: F1 >= PRM_MIN_F1
 #      (0.70) and value-order >= 0.80 (FORCE_INSTALL_PRM=1 installs it regardless). The
@@ -46,6 +47,7 @@ PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
 PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-56}"  # PRM frame side; 56 shares the VLA's vision tower, 112 pretrains its own
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
+PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answer position (vla_rl.grounding)
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
 HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
 if [ ! -x "$PYTHON" ]; then
@@ -103,11 +105,12 @@ if [[ " $STAGES " == *" prm "* ]]; then
         "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
             --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --seed "$SEED" --overwrite
     fi
-    echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, colour permutation" \
-        "$PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
+    echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
+        "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
     "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$PRM_INIT" \
         --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
-        --grounding_weight 1 --colour_permutation "$PRM_COLOUR_PERMUTATION" --eval_steps 1000 --save_steps 1000 \
+        --grounding_weight 1 --relation_weight "$PRM_RELATION_WEIGHT" --colour_permutation "$PRM_COLOUR_PERMUTATION" \
+        --eval_steps 1000 --save_steps 1000 \
         --logging_steps 100 --seed "$SEED" --overwrite
     echo "[prm 4/4] held-out evaluation; installed as $PRM_OUT only if F1 >= $PRM_MIN_F1 and value-order >= 0.80" \
         "(target F1 >= 0.90)"
