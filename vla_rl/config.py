@@ -95,8 +95,11 @@ class PRMConfig:
         default="", metadata={"help": f"PRM checkpoint directory or {BUILTIN_PRMS} (default: the embedded PRM)"}
     )
     prm_checkpoint_path: str = field(default="", metadata={"help": "LoRA adapter directory for the PRM"})
-    prm_reward_weight: float = field(default=0.1, metadata={"help": "weight w of the PRM term"})
-    prm_reward_mode: str = field(default="binary", metadata={"help": "binary | prob | potential"})
+    prm_reward_weight: float = field(default=1.0, metadata={"help": "weight w of the PRM term"})
+    prm_reward_mode: str = field(
+        default="potential",
+        metadata={"help": "potential (w * (gamma * p' - p): pays for rises in P(completed)) | binary | prob"},
+    )
     prm_threshold: float = field(
         default=0.0,
         metadata={
