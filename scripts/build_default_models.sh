@@ -116,11 +116,9 @@ if [[ " $STAGES " == *" prm "* ]]; then
         "(target F1 >= 0.90)"
     "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
         --data "$WORK/prm-heldout" --split all --out "$WORK/prm-eval"
-    "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); f1 = r['frame']['f1']; \
-print(f'held-out F1 {f1:.3f} at threshold {r[\"threshold\"]:.2f}:', 'meets' if f1 >= 0.9 else 'misses', 'the 0.90 target')" \
-        "$WORK/prm-eval/prm_eval.json"
-    if "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); \
-sys.exit(0 if r['frame']['f1'] >= float(sys.argv[2]) and r['episode']['value_order_correlation'] >= 0.8 else 1)" \
+    if "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); f1 = r['frame']['f1']; \
+print(f'held-out F1 {f1:.3f} at threshold {r[\"threshold\"]:.2f}:', 'meets' if f1 >= 0.9 else 'misses', 'the 0.90 target'); \
+sys.exit(0 if f1 >= float(sys.argv[2]) and r['episode']['value_order_correlation'] >= 0.8 else 1)" \
         "$WORK/prm-eval/prm_eval.json" "$PRM_MIN_F1" || [ "${FORCE_INSTALL_PRM:-0}" = 1 ]; then
         cp "$WORK/prm-eval/prm_eval.json" "$WORK/prm-run/final_checkpoint/heldout_eval.json"
         install_model "$WORK/prm-run/final_checkpoint" "$PRM_OUT"

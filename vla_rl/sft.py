@@ -134,12 +134,10 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     demos = Demonstrations.load(config.data, config.labels, config.tasks, config.relabel)
-    unknown = sorted(set(config.dagger_tasks or []) - {_short_task(t) for t in demos.tasks})
+    task_names = [_short_task(t) for t in demos.tasks]
+    unknown = sorted(set(config.dagger_tasks or []) - set(task_names))
     if unknown:
-        raise ValueError(
-            f"--dagger_tasks {' '.join(unknown)}: not among the demonstrations' tasks "
-            f"{[_short_task(t) for t in demos.tasks]}."
-        )
+        raise ValueError(f"--dagger_tasks {' '.join(unknown)}: not among the demonstrations' tasks {task_names}.")
     auxiliary = config.grounding_weight > 0 or config.relation_weight > 0
     if auxiliary and demos.colour_positions is None:
         flag = "--grounding_weight" if config.grounding_weight > 0 else "--relation_weight"
@@ -252,7 +250,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     if config.dagger_rounds:
         from vla_rl.dagger import collect
 
-        short = [t for t in map(_short_task, demos.tasks) if t in (config.dagger_tasks or [t])]
+        short = [t for t in task_names if t in (config.dagger_tasks or task_names)]
         for round_index in range(config.dagger_rounds):
             beta = config.dagger_beta * 0.5**round_index
             model.eval()
@@ -308,8 +306,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     if config.eval_episodes:
         from vla_rl.evaluate import evaluate_policy
 
-        short = [_short_task(t) for t in demos.tasks]
-        summary["eval"] = evaluate_policy(policy, short, config.eval_episodes, demos.image_size, progress=progress)
+        summary["eval"] = evaluate_policy(policy, task_names, config.eval_episodes, demos.image_size, progress=progress)
         with open(os.path.join(config.out, "sft_eval.json"), "w") as f:
             json.dump(summary["eval"], f, indent=2)
     return summary
