@@ -9,16 +9,18 @@
 #   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
 #      loss (vision tower frozen), then two DAgger rounds, and evaluate it on held-out seeds.
 # Stage "prm" (assets/models/prm-small):
-#   1. a simulator-labelled PRM dataset from perturbed experts (noise levels, decoy targets),
-#      and a held-out one from disjoint seeds,
+#   1. simulator-labelled PRM datasets: perturbed experts (noise levels, decoy targets), and the
+#      policy's own rollouts (PRM_POLICY_STATES initial states per task, 4 rollouts each of the vla
+#      stage's policy at T = 0.5, as PPO samples it), each with a held-out set from disjoint seeds,
 #   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
 #      not run) or, with PRM_IMAGE_SIZE other than 56, from a prm-small checkpoint (14-px patches)
 #      whose vision tower is pretrained here at that size, and train it with reward.train_prm
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
 #      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
 #      permutation),
-#   3. evaluate it on the held-out dataset (frame F1 at its tuned threshold, value-order
-#      correlation, ...) and install it only if it clears the install floor: F1 >= PRM_MIN_F1
+#   3. evaluate it on the held-out datasets (frame F1 at its tuned threshold, value-order
+#      correlation, ...; on the policy's rollouts, how many frames it calls completed) and
+#      install it only if it clears the install floor on the expert set: F1 >= PRM_MIN_F1
 #      (0.70) and value-order >= 0.80 (FORCE_INSTALL_PRM=1 installs it regardless). The
 #      project's target is F1 >= 0.90; the script reports whether the PRM meets it.
 # Each model is installed atomically. Deterministic under SEED. Wall times on a 2-core CPU
@@ -27,7 +29,7 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
-#       bash scripts/build_default_models.sh                   # quick smoke build
+#       PRM_POLICY_STATES=4 bash scripts/build_default_models.sh   # quick smoke build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -49,7 +51,10 @@ PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-56}"  # PRM frame side; 56 shares the VLA's vi
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
 PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answer position (vla_rl.grounding)
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
+PRM_POLICY_STATES="${PRM_POLICY_STATES:-60}"  # PRM: initial states per task of policy rollouts (0: expert data only)
 HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
+POLICY_SEED=500000                      # PRM policy-rollout states; held out: POLICY_HELDOUT_SEED
+POLICY_HELDOUT_SEED=2200000
 if [ ! -x "$PYTHON" ]; then
     echo "error: $PYTHON not found; run 'bash scripts/setup.sh' first." >&2
     exit 2
@@ -57,6 +62,16 @@ fi
 for stage in $STAGES; do
     case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
 done
+if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]]; then
+    echo "error: PRM_POLICY_STATES must be a whole number (0: no policy rollouts), got '$PRM_POLICY_STATES'." >&2
+    exit 2
+fi
+if [[ " $STAGES " == *" prm "* && " $STAGES " != *" vla "* ]] && [ "$PRM_POLICY_STATES" -gt 0 ] \
+    && [ ! -f "$VLA_OUT/config.json" ]; then
+    echo "error: the PRM's policy rollouts need the policy $VLA_OUT; build it (STAGES=\"vla prm\")," \
+        "or set PRM_POLICY_STATES=0." >&2
+    exit 2
+fi
 install_model() {  # install_model SRC DST: replace DST by a copy of SRC, atomically
     rm -rf "$2.tmp" && cp -r "$1" "$2.tmp" && rm -rf "$2.old" && { [ ! -e "$2" ] || mv "$2" "$2.old"; } \
         && mv "$2.tmp" "$2" && rm -rf "$2.old"
@@ -87,6 +102,18 @@ if [[ " $STAGES " == *" prm "* ]]; then
         --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-data" --overwrite
     "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples $(( (PRM_EPISODES + 3) / 4 )) \
         --seed "$HELDOUT_SEED" --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-heldout" --overwrite
+    PRM_DATA=("$WORK/prm-data")
+    if [ "$PRM_POLICY_STATES" -gt 0 ]; then
+        echo "[prm 1/4] the policy's own rollouts: $PRM_POLICY_STATES initial states per task, 4 rollouts each of" \
+            "$VLA_OUT at T = 0.5, labelled by the simulator, and a held-out set"
+        "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS \
+            --num_samples "$PRM_POLICY_STATES" --num_rollouts 4 --band 0 1 --temperature 0.5 --seed "$POLICY_SEED" \
+            --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-policy" --overwrite
+        "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS \
+            --num_samples $(( (PRM_POLICY_STATES + 4) / 5 )) --num_rollouts 4 --band 0 1 --temperature 0.5 \
+            --seed "$POLICY_HELDOUT_SEED" --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-policy-heldout" --overwrite
+        PRM_DATA+=("$WORK/prm-policy")
+    fi
     PRM_INIT="$WORK/vla-vision"
     if [ "$PRM_IMAGE_SIZE" != 56 ]; then
         PRM_INIT="$WORK/prm-vision"
@@ -107,7 +134,7 @@ if [[ " $STAGES " == *" prm "* ]]; then
     fi
     echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
         "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
-    "$PYTHON" -m reward.train_prm --data "$WORK/prm-data" --model_name_or_path "$PRM_INIT" \
+    "$PYTHON" -m reward.train_prm --data "${PRM_DATA[@]}" --model_name_or_path "$PRM_INIT" \
         --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
         --grounding_weight 1 --relation_weight "$PRM_RELATION_WEIGHT" --colour_permutation "$PRM_COLOUR_PERMUTATION" \
         --eval_steps 1000 --save_steps 1000 \
@@ -116,11 +143,19 @@ if [[ " $STAGES " == *" prm "* ]]; then
         "(target F1 >= 0.90)"
     "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
         --data "$WORK/prm-heldout" --split all --out "$WORK/prm-eval"
+    if [ "$PRM_POLICY_STATES" -gt 0 ]; then
+        echo "[prm 4/4] on the policy's held-out rollouts (few frames are completed: what matters is how many it calls so)"
+        "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
+            --data "$WORK/prm-policy-heldout" --split all --out "$WORK/prm-policy-eval"
+    fi
     if "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); f1 = r['frame']['f1']; \
 print(f'held-out F1 {f1:.3f} at threshold {r[\"threshold\"]:.2f}:', 'meets' if f1 >= 0.9 else 'misses', 'the 0.90 target'); \
 sys.exit(0 if f1 >= float(sys.argv[2]) and r['episode']['value_order_correlation'] >= 0.8 else 1)" \
         "$WORK/prm-eval/prm_eval.json" "$PRM_MIN_F1" || [ "${FORCE_INSTALL_PRM:-0}" = 1 ]; then
         cp "$WORK/prm-eval/prm_eval.json" "$WORK/prm-run/final_checkpoint/heldout_eval.json"
+        if [ "$PRM_POLICY_STATES" -gt 0 ]; then
+            cp "$WORK/prm-policy-eval/prm_eval.json" "$WORK/prm-run/final_checkpoint/policy_heldout_eval.json"
+        fi
         install_model "$WORK/prm-run/final_checkpoint" "$PRM_OUT"
         echo "built $PRM_OUT in $(( $(date +%s) - prm_start )) s ($(du -sh "$PRM_OUT" | cut -f1))"
     else

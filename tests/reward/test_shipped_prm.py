@@ -28,6 +28,12 @@ def test_the_main_job_defaults_to_the_embedded_prm():
     # the build script's install floor (scripts/build_default_models.sh)
     assert heldout["frame"]["f1"] >= 0.70 and heldout["episode"]["value_order_correlation"] >= 0.80
     assert heldout["threshold"] == pytest.approx(config["decision_threshold"])
+    # the build also scores the policy's own held-out rollouts, which PPO's reward is paid on:
+    # seeds disjoint from every training seed, the same threshold, completed frames found
+    with open(os.path.join(DEFAULT_PRM, "policy_heldout_eval.json")) as f:
+        policy = json.load(f)
+    assert policy["seed_overlap"] == {} and policy["threshold"] == pytest.approx(config["decision_threshold"])
+    assert policy["frame"]["positives"] > 0 and policy["frame"]["recall"] > 0.5, policy["frame"]
 
 
 @pytest.fixture(scope="module")
