@@ -29,7 +29,7 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
-#       PRM_POLICY_STATES=4 bash scripts/build_default_models.sh   # quick smoke build
+#       PRM_POLICY_STATES=4 bash scripts/build_default_models.sh   # quick smoke build (about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -62,8 +62,9 @@ fi
 for stage in $STAGES; do
     case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
 done
-if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]]; then
-    echo "error: PRM_POLICY_STATES must be a whole number (0: no policy rollouts), got '$PRM_POLICY_STATES'." >&2
+if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]] || [ "$PRM_POLICY_STATES" -eq 1 ]; then
+    echo "error: PRM_POLICY_STATES must be 0 (no policy rollouts) or a whole number >= 2 (each task needs a" \
+        "training and a validation state), got '$PRM_POLICY_STATES'." >&2
     exit 2
 fi
 if [[ " $STAGES " == *" prm "* && " $STAGES " != *" vla "* ]] && [ "$PRM_POLICY_STATES" -gt 0 ] \
@@ -72,6 +73,10 @@ if [[ " $STAGES " == *" prm "* && " $STAGES " != *" vla "* ]] && [ "$PRM_POLICY_
         "or set PRM_POLICY_STATES=0." >&2
     exit 2
 fi
+policy_rollouts() {  # policy_rollouts STATES SEED OUT: 4 rollouts per initial state of $VLA_OUT at T = 0.5
+    "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS --num_samples "$1" \
+        --num_rollouts 4 --band 0 1 --temperature 0.5 --seed "$2" --image_size "$PRM_IMAGE_SIZE" --out "$3" --overwrite
+}
 install_model() {  # install_model SRC DST: replace DST by a copy of SRC, atomically
     rm -rf "$2.tmp" && cp -r "$1" "$2.tmp" && rm -rf "$2.old" && { [ ! -e "$2" ] || mv "$2" "$2.old"; } \
         && mv "$2.tmp" "$2" && rm -rf "$2.old"
@@ -106,12 +111,9 @@ if [[ " $STAGES " == *" prm "* ]]; then
     if [ "$PRM_POLICY_STATES" -gt 0 ]; then
         echo "[prm 1/4] the policy's own rollouts: $PRM_POLICY_STATES initial states per task, 4 rollouts each of" \
             "$VLA_OUT at T = 0.5, labelled by the simulator, and a held-out set"
-        "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS \
-            --num_samples "$PRM_POLICY_STATES" --num_rollouts 4 --band 0 1 --temperature 0.5 --seed "$POLICY_SEED" \
-            --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-policy" --overwrite
-        "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS \
-            --num_samples $(( (PRM_POLICY_STATES + 4) / 5 )) --num_rollouts 4 --band 0 1 --temperature 0.5 \
-            --seed "$POLICY_HELDOUT_SEED" --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-policy-heldout" --overwrite
+        policy_rollouts "$PRM_POLICY_STATES" "$POLICY_SEED" "$WORK/prm-policy"
+        heldout_states=$(( (PRM_POLICY_STATES + 4) / 5 ))
+        policy_rollouts $(( heldout_states > 2 ? heldout_states : 2 )) "$POLICY_HELDOUT_SEED" "$WORK/prm-policy-heldout"
         PRM_DATA+=("$WORK/prm-policy")
     fi
     PRM_INIT="$WORK/vla-vision"
