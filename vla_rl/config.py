@@ -67,10 +67,40 @@ class EnvConfig:
     num_envs: int = field(default=8, metadata={"help": "parallel envs (split evenly over the tasks)"})
     max_env_length: int = field(default=0, metadata={"help": "episode step limit (0: each task's own)"})
     image_size: int = field(default=0, metadata={"help": "frame side in pixels (0: the policy's)"})
+    handover_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "reverse curriculum: chance that a training episode starts part-way along the scripted expert's "
+            "trajectory, falling linearly to 0 over --handover_anneal of the run (0: off; evaluation never hands over)"
+        },
+    )
+    handover_max_steps: int = field(
+        default=30, metadata={"help": "the most expert steps before a hand-over (uniform in 1..N)"}
+    )
+    handover_tasks: list = field(default_factory=list, metadata={"help": "tasks that hand over (default: every task)"})
+    handover_anneal: float = field(
+        default=1.0,
+        metadata={"help": "fraction of --total_episodes over which the hand-over probability falls to 0 (0: constant)"},
+    )
+    handover_action_noise: float = field(default=0.0, metadata={"help": "std of the expert's action noise"})
 
     @property
     def tasks(self) -> list[str]:
         return list(self.task_ids) if self.task_ids else list(TASK_SUITES[self.task_suite_name])
+
+    def handover(self) -> dict | None:
+        """The sub-envs' :class:`envs.wrappers.ExpertHandover` options, ``None`` when off."""
+        if not self.handover_probability:
+            return None
+        tasks = list(self.handover_tasks) if self.handover_tasks else self.tasks
+        return {"tasks": tasks, "max_steps": self.handover_max_steps, "action_noise": self.handover_action_noise}
+
+    def handover_probability_at(self, episodes: int, total_episodes: int) -> float:
+        """The hand-over probability after ``episodes`` of ``total_episodes`` finished episodes."""
+        if not self.handover_anneal:
+            return self.handover_probability
+        left = 1.0 - episodes / (self.handover_anneal * total_episodes)
+        return self.handover_probability * min(1.0, max(0.0, left))
 
     def validate(self) -> None:
         import envs
@@ -86,6 +116,20 @@ class EnvConfig:
         require_at_least(self.max_env_length, 0, "--max_env_length")
         if self.image_size and not 16 <= self.image_size <= 256:
             raise ValueError(f"--image_size must be 0 or in 16..256, got {self.image_size}.")
+        for name in ("handover_probability", "handover_anneal"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}.")
+        require_at_least(self.handover_max_steps, 1, "--handover_max_steps")
+        require_at_least(self.handover_action_noise, 0.0, "--handover_action_noise")
+        unknown = [t for t in self.handover_tasks if t not in self.tasks]
+        if unknown:
+            raise ValueError(f"--handover_tasks {unknown} are not among the run's tasks {self.tasks}.")
+        scripted = TASK_SUITES["all"]
+        if self.handover_probability and any(t not in scripted for t in self.handover()["tasks"]):
+            raise ValueError(
+                f"--handover_probability needs a scripted expert: only the built-in tasks {scripted} have one; "
+                "name them with --handover_tasks."
+            )
 
 
 @dataclass
@@ -313,6 +357,11 @@ class TrainConfig:
             part.validate()
         if self.scale.num_env_workers > self.env.num_envs:
             raise ValueError(f"--num_env_workers ({self.scale.num_env_workers}) must be <= --num_envs.")
+        if self.ppo.advantage_estimator != "gae" and self.env.handover_probability:
+            raise ValueError(
+                f"--handover_probability needs --advantage_estimator gae: a group of {self.ppo.advantage_estimator} "
+                "shares one initial state, and a hand-over would give its episodes different ones."
+            )
         if self.ppo.advantage_estimator != "gae":
             groups, remainder = divmod(self.env.num_envs, self.ppo.group_size)
             if remainder or groups < len(self.env.tasks):

@@ -18,3 +18,6 @@ PRM_REWARD = "prm_reward"
 
 # Per-step info key of the Ray env workers: the sub-env's worker died, its episode is dropped.
 DROPPED = "dropped"
+
+# Reset info key of ``envs.wrappers.ExpertHandover``: expert steps before the policy took over.
+HANDOVER_STEPS = "handover_steps"

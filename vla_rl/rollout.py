@@ -46,15 +46,36 @@ def env_options(image_size: int, max_env_length: int | None = 0, prm_image_size:
 
 
 def task_env_fns(
-    assigned: list[str], image_size: int, max_env_length: int = 0, prm_image_size: int | None = None
+    assigned: list[str],
+    image_size: int,
+    max_env_length: int = 0,
+    prm_image_size: int | None = None,
+    handover: dict | None = None,
 ) -> list:
-    """One env constructor per entry of ``assigned`` (a task name each), made with :func:`env_options`."""
+    """One env constructor per entry of ``assigned`` (a task name each), made with :func:`env_options`.
+
+    ``handover`` (``{"tasks": [...], "max_steps": k, "action_noise": s}``) wraps every sub-env in
+    :class:`envs.wrappers.ExpertHandover`, enabled on the listed tasks, at probability 0 until the
+    trainer sets it (``env.call("set_handover_probability", p)``)."""
     import envs
 
     kwargs = env_options(image_size, max_env_length, prm_image_size)
 
     def make(task):
-        return lambda: gym.make(envs.task_id(task), **kwargs)
+        if not handover:
+            return lambda: gym.make(envs.task_id(task), **kwargs)
+
+        def build():
+            from envs.wrappers import ExpertHandover
+
+            return ExpertHandover(
+                gym.make(envs.task_id(task), **kwargs),
+                max_steps=handover["max_steps"],
+                action_noise=handover.get("action_noise", 0.0),
+                enabled=task in handover["tasks"],
+            )
+
+        return build
 
     return [make(task) for task in assigned]
 
@@ -124,6 +145,8 @@ class Rollout:
         self.next_group_seed = seed
         self.observations, infos = env.reset(seed=[seed + i for i in range(env.num_envs)])
         self.instructions = list(infos[keys.INSTRUCTION])
+        self.handover = np.zeros(env.num_envs, int)  # expert steps before the current episode was handed over
+        self._read_handover(infos, np.ones(env.num_envs, bool))
         self.ending = np.zeros(env.num_envs, bool)  # the next step is a reset step
         self.returns = np.zeros(env.num_envs)
         self.env_returns = np.zeros(env.num_envs)
@@ -137,9 +160,19 @@ class Rollout:
         self.next_group_seed += N // G
         self.observations, infos = self.env.reset(seed=seeds)
         self.instructions = list(infos[keys.INSTRUCTION])
+        self._read_handover(infos, np.ones(N, bool))
         self.ending[:] = False
         self.returns[:] = self.env_returns[:] = 0.0
         self.lengths[:] = 0
+
+    def _read_handover(self, infos: dict, reset: np.ndarray) -> None:
+        """Record ``handover_steps`` of the episodes that start at ``reset`` (0 where the env
+        reports none)."""
+        if keys.HANDOVER_STEPS not in infos:
+            self.handover[reset] = 0
+            return
+        present = np.asarray(infos.get(f"_{keys.HANDOVER_STEPS}", np.ones(len(reset), bool)), bool)
+        self.handover[reset] = np.where(present, np.asarray(infos[keys.HANDOVER_STEPS], int), 0)[reset]
 
     def collect(self) -> RolloutBatch:
         episodic = self.group_size > 0
@@ -161,6 +194,7 @@ class Rollout:
         successes = np.zeros((T, N), bool)
         progress = np.full((T, N), np.nan)  # the simulator's privileged progress after each step
         dropped = np.zeros((T, N), bool)
+        handover = np.zeros((T, N), int)  # expert steps before the episode of each step was handed over
         episode_start = np.zeros(N, int)  # first step of each env's current episode in this rollout
         timing = {"policy": 0.0, "env": 0.0, "prm": 0.0}
         for t in range(T):
@@ -171,6 +205,7 @@ class Rollout:
             states[t] = self.observations[keys.STATE]
             instructions.append(list(self.instructions))
             valid[t] = ~(self.ending | finished)
+            handover[t] = self.handover
             start = time.perf_counter()
             out = self._act(images[t], instructions[t], states[t], valid[t] if episodic else None)
             timing["policy"] += time.perf_counter() - start
@@ -196,6 +231,7 @@ class Rollout:
                     terminated[t, i] = truncated[t, i] = successes[t, i] = False
             episode_start[term | trunc] = t + 1
             self.instructions = list(infos[keys.INSTRUCTION])
+            self._read_handover(infos, self.ending & ~finished)  # a reset step: its info is the new episode's
             self.ending = term | trunc
             finished |= (term | trunc | dropped[t]) & episodic
         if episodic and not finished.all():
@@ -203,7 +239,7 @@ class Rollout:
         images, states = images[:T], states[:T]
         env_rewards, prm_rewards, prm_scores = env_rewards[:T], prm_rewards[:T], prm_scores[:T]
         terminated, truncated, valid = terminated[:T], truncated[:T], valid[:T]
-        successes, progress, dropped = successes[:T], progress[:T], dropped[:T]
+        successes, progress, dropped, handover = successes[:T], progress[:T], dropped[:T], handover[:T]
         start = time.perf_counter()
         if episodic:  # every episode has ended: nothing to bootstrap from
             last_values = torch.zeros(N)
@@ -220,7 +256,9 @@ class Rollout:
             prm_scores = np.where(valid, scored[keys.PRM_SCORE], np.nan).astype(np.float32)
         values_t = torch.stack(values)
         next_values = torch.cat([values_t[1:], last_values[None]], 0)
-        episodes = self._episodes(env_rewards, prm_rewards, terminated, truncated, valid, successes, progress, dropped)
+        episodes = self._episodes(
+            env_rewards, prm_rewards, terminated, truncated, valid, successes, progress, dropped, handover
+        )
         return RolloutBatch(
             images,
             states,
@@ -260,10 +298,11 @@ class Rollout:
         return full
 
     def _episodes(
-        self, env_rewards, prm_rewards, terminated, truncated, valid, successes, progress, dropped
+        self, env_rewards, prm_rewards, terminated, truncated, valid, successes, progress, dropped, handover
     ) -> list[dict]:
         """Finished-episode records (episodes may span rollouts: running sums are kept); ``progress``
-        is the simulator's privileged progress at the episode's last step (NaN where the env has none)."""
+        is the simulator's privileged progress at the episode's last step (NaN where the env has none),
+        ``handover_steps`` the expert steps before the policy took over (0: a normal start)."""
         finished = []
         for t in range(len(valid)):
             for i in np.flatnonzero(dropped[t]):
@@ -282,6 +321,7 @@ class Rollout:
                             "return": float(self.returns[i]),
                             "env_return": float(self.env_returns[i]),
                             "progress": float(progress[t, i]),
+                            "handover_steps": int(handover[t, i]),
                         }
                     )
                     self.returns[i] = self.env_returns[i] = 0.0
@@ -307,6 +347,12 @@ def rollout_metrics(batch, rollout_seconds: float, episodes: list | None = None,
             final = [e.get("progress", np.nan) for e in episodes if e["task"] == task]
             if np.isfinite(final).any():
                 metrics[f"rollout/final_progress/{task}"] = float(np.nanmean(final))
+        handed = [e.get("handover_steps", 0) > 0 for e in episodes]
+        if any(handed):  # a reverse curriculum (--handover_probability): the success of normal starts too
+            metrics["rollout/handover_episodes"] = float(sum(handed))
+            normal = [e["success"] for e, h in zip(episodes, handed, strict=True) if not h]
+            if normal:
+                metrics["rollout/success_rate/from_start"] = float(np.mean(normal))
     metrics["rollout/episodes"] = float(len(episodes))
     metrics["rollout/dropped_episodes"] = float(batch.dropped_episodes if dropped is None else dropped)
     valid = batch.valid

@@ -254,6 +254,18 @@ def train(config: TrainConfig) -> dict:
         from vla_rl.policy.vllm_rollout import VLLMRollout
 
         actor = VLLMRollout(policy, config.scale.vllm_gpu_memory_utilization, seed=config.run.seed)
+
+    def handover_probability() -> float | None:
+        """Set the sub-envs' hand-over probability for the episodes that start next (None: off)."""
+        if config.env.handover() is None:
+            return None
+        from vla_rl.distributed.env_workers import sync_env
+
+        probability = config.env.handover_probability_at(state["episodes"], config.ppo.total_episodes)
+        sync_env(env).call("set_handover_probability", probability)
+        return probability
+
+    handover_probability()  # before the first reset
     rollout = Rollout(
         env,
         actor,
@@ -297,6 +309,7 @@ def train(config: TrainConfig) -> dict:
             config.ppo.max_iterations and state["iteration"] >= config.ppo.max_iterations
         ):
             start = time.perf_counter()
+            probability = handover_probability()
             policy.model.eval()
             with gathered(policy) if ranks.world > 1 else contextlib.nullcontext():
                 batch = rollout.collect()
@@ -339,6 +352,8 @@ def train(config: TrainConfig) -> dict:
             metrics["train/rewardless_batch"] = float(rewardless)
             if grouped:
                 metrics["train/episodes_with_signal"] = float(episodes_with_signal)
+            if probability is not None:
+                metrics["rollout/handover_probability"] = probability
             update_seconds = time.perf_counter() - update_start
             if actor is not policy:  # the vLLM engine gets the updated weights, checked on this rollout's frames
                 probe_states = batch.states[0] if policy.state_stats is not None else None

@@ -125,3 +125,18 @@ def test_workers_start_inside_a_placement_group(ray_cluster):
             break
         time.sleep(0.1)
     assert ray.available_resources().get("CPU", 0) >= 1.5
+
+
+def test_ray_env_sets_the_handover_probability_on_every_sub_env(ray_cluster):
+    from vla_rl import keys
+
+    handover = {"tasks": ["push"], "max_steps": 4}
+    remote = RayVectorEnv(["reach", "push", "push"], 32, 10, num_workers=2, handover=handover)
+    try:
+        assert remote.call("set_handover_probability", 1.0) == (None, None, None)
+        assert remote.call("get_wrapper_attr", "probability") == (0.0, 1.0, 1.0)  # reach does not hand over
+        _, infos = remote.reset(seed=[1, 2, 3])
+        steps = infos[keys.HANDOVER_STEPS]
+        assert steps[0] == 0 and all(1 <= s <= 4 for s in steps[1:])
+    finally:
+        remote.close()

@@ -98,6 +98,13 @@ def test_flags_land_in_their_components(tiny_qwen):
         (["--advantage_estimator", "grpo", "--group_size", "1"], "--group_size"),
         (["--advantage_estimator", "grpo", "--num_envs", "6"], "--num_envs (6) must be a multiple of --group_size"),
         (["--advantage_estimator", "rloo", "--num_envs", "4"], "one group per task at least (2 tasks)"),
+        (["--handover_probability", "1.5"], "--handover_probability"),
+        (["--handover_probability", "nan"], "--handover_probability"),
+        (["--handover_max_steps", "0"], "--handover_max_steps"),
+        (["--handover_anneal", "-0.1"], "--handover_anneal"),
+        (["--handover_action_noise", "-1"], "--handover_action_noise"),
+        (["--handover_tasks", "stack"], "--handover_tasks ['stack'] are not among the run's tasks"),
+        (["--handover_probability", "0.5", "--advantage_estimator", "grpo"], "needs --advantage_estimator gae"),
     ],
 )
 def test_bad_values_name_the_flag(argv, flag, tiny_qwen, capsys):
@@ -119,3 +126,25 @@ def test_bad_value_fails_fast_from_the_command_line(tiny_qwen):
     assert result.returncode == 2
     assert "--prm_reward_weight" in result.stderr or "prm_reward_weight" in result.stderr
     assert time.perf_counter() - start < 20  # interpreter start + imports; no model is loaded
+
+
+def test_handover_schedule_falls_linearly_to_zero(tiny_qwen):
+    config = parse_config(
+        [
+            "--vla_path",
+            tiny_qwen,
+            "--handover_probability",
+            "0.8",
+            "--handover_anneal",
+            "0.5",
+            "--handover_tasks",
+            "push",
+        ]
+    )
+    assert config.env.handover() == {"tasks": ["push"], "max_steps": 30, "action_noise": 0.0}
+    at = [config.env.handover_probability_at(n, 400) for n in (0, 100, 200, 300)]
+    assert at == pytest.approx([0.8, 0.4, 0.0, 0.0])
+    constant = parse_config(["--vla_path", tiny_qwen, "--handover_probability", "0.3", "--handover_anneal", "0"])
+    assert constant.env.handover()["tasks"] == TASK_SUITES["default"]  # every task of the run
+    assert constant.env.handover_probability_at(399, 400) == 0.3
+    assert parse_config(["--vla_path", tiny_qwen]).env.handover() is None  # off by default

@@ -56,3 +56,28 @@ def test_an_episode_longer_than_the_bound_is_an_error(tiny_qwen):
     with pytest.raises(RuntimeError, match="ran past 2 steps"):
         rollout.collect()
     env.close()
+
+
+def test_rollout_records_which_episodes_were_handed_over(tiny_qwen):
+    from vla_rl.distributed.env_workers import sync_env
+    from vla_rl.rollout import rollout_metrics, task_env_fns
+
+    policy = tiny_vla_policy(tiny_qwen, max_batch=4).eval()
+    assigned = ["reach", "push"]
+    handover = {"tasks": ["push"], "max_steps": 5}
+    env = gym.vector.SyncVectorEnv(task_env_fns(assigned, 56, max_env_length=8, handover=handover))
+    assert sync_env(env).call("set_handover_probability", 1.0) == (None, None)
+    rollout = Rollout(env, policy, assigned, num_steps=20, seed=11)
+    torch.manual_seed(0)
+    batch = rollout.collect()
+    push = [e for e in batch.episodes if e["task"] == "push"]
+    reach = [e for e in batch.episodes if e["task"] == "reach"]
+    assert push and reach
+    assert all(1 <= e["handover_steps"] <= 5 for e in push)  # push hands over, reach does not
+    assert all(e["handover_steps"] == 0 for e in reach)
+    # A handed-over episode has the expert's steps fewer left of the 8-step limit.
+    assert all(e["length"] == 8 - e["handover_steps"] for e in push if not e["success"])
+    metrics = rollout_metrics(batch, 1.0)
+    assert metrics["rollout/handover_episodes"] == len(push)
+    assert metrics["rollout/success_rate/from_start"] == np.mean([e["success"] for e in reach])
+    env.close()

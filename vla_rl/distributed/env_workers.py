@@ -38,7 +38,7 @@ class EnvWorker:
 
     Args:
         tasks: the task of each sub-env of the slice.
-        image_size, max_env_length, prm_image_size: as in :func:`vla_rl.rollout.task_env_fns`.
+        image_size, max_env_length, prm_image_size, handover: as in :func:`vla_rl.rollout.task_env_fns`.
         prm: a PRM (typically a :class:`~vla_rl.distributed.prm_server.RemotePRM`) or ``None``.
         shaping: keyword arguments of :class:`reward.vector.VectorRewardWrapper`.
     """
@@ -51,12 +51,13 @@ class EnvWorker:
         prm=None,
         shaping=None,
         prm_image_size: int | None = None,
+        handover: dict | None = None,
     ):
         import os
 
         from vla_rl.rollout import task_env_fns
 
-        env = gym.vector.SyncVectorEnv(task_env_fns(tasks, image_size, max_env_length, prm_image_size))
+        env = gym.vector.SyncVectorEnv(task_env_fns(tasks, image_size, max_env_length, prm_image_size, handover))
         if prm is not None:
             from reward.vector import VectorRewardWrapper
 
@@ -83,8 +84,19 @@ class EnvWorker:
     def flush(self):
         return self.env.flush()
 
+    def call(self, name: str, *args, **kwargs) -> tuple:
+        """A method of every sub-env (``SyncVectorEnv.call``)."""
+        return sync_env(self.env).call(name, *args, **kwargs)
+
     def close(self) -> None:
         self.env.close()
+
+
+def sync_env(env):
+    """The ``SyncVectorEnv`` (or other vector env with ``call``) under any vector wrappers."""
+    while not hasattr(type(env), "call") and hasattr(env, "env"):
+        env = env.env
+    return env
 
 
 def concat_infos(parts: list[dict], sizes: list[int]) -> dict:
@@ -127,7 +139,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
 
     Args:
         tasks: the task of every sub-env (split into contiguous slices, one per worker).
-        image_size, max_env_length, prm_image_size: env options (see :class:`EnvWorker`).
+        image_size, max_env_length, prm_image_size, handover: env options (see :class:`EnvWorker`).
         num_workers: env worker actors.
         prm: a picklable PRM for the workers (a ``RemotePRM``) or ``None``.
         shaping: ``VectorRewardWrapper`` options (``deferred`` decides whether :meth:`flush` exists).
@@ -148,6 +160,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         max_restarts: int = -1,
         start_timeout_s: float = 300.0,
         prm_image_size: int | None = None,
+        handover: dict | None = None,
     ):
         ray = require_ray()
         if not 1 <= num_workers <= len(tasks):
@@ -160,7 +173,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         options = actor_options or [{"num_cpus": 1}] * num_workers
         self.workers = [
             remote.options(max_restarts=max_restarts, max_task_retries=0, **options[k]).remote(
-                tasks[s], image_size, max_env_length, prm, shaping, prm_image_size
+                tasks[s], image_size, max_env_length, prm, shaping, prm_image_size, handover
             )
             for k, s in enumerate(self.slices)
         ]
@@ -267,6 +280,13 @@ class RayVectorEnv(gym.vector.VectorEnv):
             np.concatenate(truncated),
             concat_infos(infos, self.sizes),
         )
+
+    def call(self, name: str, *args, **kwargs) -> tuple:
+        """A method of every sub-env, worker by worker, in sub-env order."""
+        results = []
+        for worker in self.workers:
+            results += self._get_with_retry(lambda w=worker: w.call.remote(name, *args, **kwargs), name)
+        return tuple(results)
 
     def flush(self) -> dict[str, np.ndarray]:
         """Deferred PRM scores of every worker, ``(T, N)``; rows a restarted worker lost are

@@ -154,7 +154,9 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
         from vla_rl.rollout import task_env_fns
 
         env = gym.vector.SyncVectorEnv(
-            task_env_fns(assigned, image_size, config.env.max_env_length, config.prm.frame_size())
+            task_env_fns(
+                assigned, image_size, config.env.max_env_length, config.prm.frame_size(), config.env.handover()
+            )
         )
         prm = build_prm(config, backends.prm)
         if prm is not None:
@@ -190,6 +192,7 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
         shaping=shaping_options(config),
         actor_options=worker_options,
         prm_image_size=config.prm.frame_size(),
+        handover=config.env.handover(),
     )
     per_rank = " per rank" if ranks.world > 1 else ""
     described = (
