@@ -51,6 +51,8 @@ class MetaWorldEnv(gym.Env):
         image_size: square image side in pixels (16-256).
         camera: Meta-World camera name; ``"corner"`` shows the arm, the object and the goal.
         render_mode: ``"rgb_array"`` or ``None``.
+        prm_image_size: if set (16-256) and not ``image_size``, the observation also holds
+            ``prm_image``, the same camera at that side, for a PRM trained at another size.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
@@ -61,6 +63,7 @@ class MetaWorldEnv(gym.Env):
         image_size: int = 128,
         camera: str = "corner",
         render_mode: str | None = "rgb_array",
+        prm_image_size: int | None = None,
     ):
         configure_gl_backend()
         try:
@@ -69,8 +72,9 @@ class MetaWorldEnv(gym.Env):
             raise DependencyNotInstalled(
                 "Meta-World is not installed; run `pip install .[metaworld]` (or `pip install metaworld`)."
             ) from exc
-        if not 16 <= int(image_size) <= 256:
-            raise ValueError(f"image_size={image_size} is out of range; use 16..256.")
+        for name, side in (("image_size", image_size), ("prm_image_size", prm_image_size or 16)):
+            if not 16 <= int(side) <= 256:
+                raise ValueError(f"{name}={side} is out of range; use 16..256.")
         self.task = task
         self.image_size = int(image_size)
         self.render_mode = render_mode
@@ -90,25 +94,40 @@ class MetaWorldEnv(gym.Env):
         self._env.mujoco_renderer = MujocoRenderer(
             self._env.model, self._env.data, width=self.image_size, height=self.image_size, camera_name=camera
         )
+        # The PRM's frame, where its size differs: the same camera at that side (as the built-in tasks do).
+        self.prm_image_size = None if prm_image_size in (None, self.image_size) else int(prm_image_size)
+        self._prm_renderer = None
+        if self.prm_image_size is not None:
+            side = self.prm_image_size
+            self._prm_renderer = MujocoRenderer(
+                self._env.model, self._env.data, width=side, height=side, camera_name=camera
+            )
         self.instruction = instruction_for(task)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
-        self.observation_space = gym.spaces.Dict(
-            {
-                keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
-                keys.STATE: gym.spaces.Box(-STATE_BOUND, STATE_BOUND, (4,), np.float32),
-            }
-        )
+        spaces = {
+            keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
+            keys.STATE: gym.spaces.Box(-STATE_BOUND, STATE_BOUND, (4,), np.float32),
+        }
+        if self.prm_image_size is not None:
+            spaces[keys.PRM_IMAGE] = gym.spaces.Box(0, 255, (self.prm_image_size, self.prm_image_size, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
         self._frame: np.ndarray | None = None
         self._start_distance: float | None = None
 
     def _observation(self, raw: np.ndarray) -> dict:
         # Meta-World 3 renders its cameras bottom-up (OpenGL row order): flip to top-down.
         self.raw_observation = raw  # Meta-World's own 39-D vector, for its scripted policies
+        if self._prm_renderer is not None:  # two GL contexts: each must be current for its own render
+            _current(self._env.mujoco_renderer)
         self._frame = np.ascontiguousarray(np.flipud(self._env.render()))
-        return {
+        observation = {
             keys.IMAGE: self._frame.copy(),
             keys.STATE: np.clip(raw[:4], -STATE_BOUND, STATE_BOUND).astype(np.float32),
         }
+        if self._prm_renderer is not None:
+            _current(self._prm_renderer)
+            observation[keys.PRM_IMAGE] = np.ascontiguousarray(np.flipud(self._prm_renderer.render("rgb_array")))
+        return observation
 
     def _progress(self, info: dict, success: bool) -> float:
         if success:
@@ -156,5 +175,13 @@ class MetaWorldEnv(gym.Env):
         return None if self._frame is None else self._frame.copy()
 
     def close(self):
+        if self._prm_renderer is not None:
+            self._prm_renderer.close()
         self._env.close()
         super().close()
+
+
+def _current(renderer) -> None:
+    """Make the GL context of a Gymnasium ``MujocoRenderer``'s offscreen viewer current (its
+    ``render`` does not, so with two renderers the second would draw into the first's context)."""
+    renderer._get_viewer(render_mode="rgb_array").make_context_current()

@@ -215,14 +215,12 @@ def evaluate(args) -> dict:
 
         threshold, f1 = best_f1_threshold(scores, labels)
         directory = args.prm_checkpoint_path or args.prm_model_name_or_path
-        path = record_decision_threshold(
-            directory, threshold, f1, f"{args.split} split of {os.path.abspath(args.data)}"
-        )
+        path = record_decision_threshold(directory, threshold, f1, f"{args.split} split of {args.data}")
         source = f"tuned here, recorded in {path}"
     report = {
         "prm": args.prm_model_name_or_path,
         "adapter": args.prm_checkpoint_path,
-        "data": os.path.abspath(args.data),
+        "data": args.data,  # as given, like "prm": a shipped report names no build machine path
         "split": args.split,
         "evaluation_seeds": eval_seeds,
         "training_seeds": train_seeds,

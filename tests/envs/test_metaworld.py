@@ -8,6 +8,7 @@ metaworld = pytest.importorskip("metaworld")
 import gymnasium as gym  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
+import envs  # noqa: E402, F401  (registers the VLARL ids)
 from vla_rl import keys  # noqa: E402
 
 pytestmark = pytest.mark.metaworld
@@ -54,3 +55,23 @@ def test_unknown_task_and_bad_action():
     with pytest.raises(ValueError, match="shape"):
         env.unwrapped.step(np.zeros(4))
     env.close()
+
+
+def test_prm_frames_at_their_own_size():
+    env = gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, prm_image_size=64)
+    try:
+        check_env(env.unwrapped)
+        obs, _ = env.reset(seed=2)
+        assert obs[keys.IMAGE].shape == (32, 32, 3) and obs[keys.PRM_IMAGE].shape == (64, 64, 3)
+        # The same camera: the larger frame, averaged down to the policy's size, matches it closely.
+        small = obs[keys.PRM_IMAGE].reshape(32, 2, 32, 2, 3).mean((1, 3))
+        assert np.abs(small - obs[keys.IMAGE].astype(float)).mean() < 20
+        obs, *_ = env.step(np.zeros(7, np.float32))
+        assert obs[keys.PRM_IMAGE].shape == (64, 64, 3) and obs[keys.PRM_IMAGE].std() > 0
+    finally:
+        env.close()
+    same = gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, prm_image_size=32)
+    assert keys.PRM_IMAGE not in same.observation_space.spaces  # one size: no second frame
+    same.close()
+    with pytest.raises(ValueError, match="prm_image_size=8"):
+        gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, prm_image_size=8)
