@@ -7,7 +7,8 @@
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
 #   3. pretrain its vision tower on simulator labels (which colour is where: vla_rl.vision_pretrain),
 #   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
-#      loss (vision tower frozen), then two DAgger rounds, and evaluate it on held-out seeds.
+#      loss (the vision tower trained too, at VLA_VISION_LR_SCALE x the learning rate), then two
+#      DAgger rounds, and evaluate it on held-out seeds.
 # Stage "prm" (assets/models/prm-small):
 #   1. simulator-labelled PRM datasets: perturbed experts (noise levels, decoy targets), and the
 #      policy's own rollouts (PRM_POLICY_STATES initial states per task, 4 rollouts each of the vla
@@ -42,6 +43,7 @@ SFT_STEPS="${SFT_STEPS:-3000}"
 VISION_STEPS="${VISION_STEPS:-6000}"
 DAGGER_ROUNDS="${DAGGER_ROUNDS:-2}"        # VLA: DAgger rounds after cloning (100 policy episodes per task, 1,000 steps each)
 VISION_EPISODES="${VISION_EPISODES:-300}"   # VLA vision pretraining: noisy-expert episodes per task
+VLA_VISION_LR_SCALE="${VLA_VISION_LR_SCALE:-1}"  # VLA cloning: vision tower learning rate / the rest's (0 freezes it)
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
 VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
 PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
@@ -65,6 +67,11 @@ done
 if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]] || [ "$PRM_POLICY_STATES" -eq 1 ]; then
     echo "error: PRM_POLICY_STATES must be 0 (no policy rollouts) or a whole number >= 2 (each task needs a" \
         "training and a validation state), got '$PRM_POLICY_STATES'." >&2
+    exit 2
+fi
+if ! [[ "$VLA_VISION_LR_SCALE" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    echo "error: VLA_VISION_LR_SCALE must be a number >= 0 (0 freezes the vision tower in cloning), got" \
+        "'$VLA_VISION_LR_SCALE'." >&2
     exit 2
 fi
 if [[ " $STAGES " == *" prm "* && " $STAGES " != *" vla "* ]] && [ "$PRM_POLICY_STATES" -gt 0 ] \
@@ -93,10 +100,11 @@ if [[ " $STAGES " == *" vla "* ]]; then
     echo "[vla 3/4] vision pretraining ($VISION_STEPS steps on $VISION_EPISODES episodes per task)"
     "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
         --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --seed "$SEED" --overwrite
-    echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss) + closed-loop eval" \
+    echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss, vision tower at" \
+        "${VLA_VISION_LR_SCALE}x the learning rate) + closed-loop eval" \
         "on $EVAL_EPISODES held-out seeds per task"
     "$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-vision" --out "$VLA_OUT" --steps "$SFT_STEPS" \
-        --vision_lr_scale 0 --relabel True --grounding_weight 1 --dagger_rounds "$DAGGER_ROUNDS" --dagger_episodes 100 \
+        --vision_lr_scale "$VLA_VISION_LR_SCALE" --relabel True --grounding_weight 1 --dagger_rounds "$DAGGER_ROUNDS" --dagger_episodes 100 \
         --dagger_steps 1000 --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
     echo "built $VLA_OUT in $(( $(date +%s) - start )) s ($(du -sh "$VLA_OUT" | cut -f1))"
 fi
