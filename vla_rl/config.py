@@ -142,7 +142,10 @@ class PRMConfig:
     prm_reward_weight: float = field(default=1.0, metadata={"help": "weight w of the PRM term"})
     prm_reward_mode: str = field(
         default="potential",
-        metadata={"help": "potential (w * (gamma * p' - p): pays for rises in P(completed)) | binary | prob"},
+        metadata={
+            "help": "potential (w * (gamma * p' - p): pays for rises in P(completed); gamma is 1 under "
+            "--advantage_estimator grpo|rloo, whose returns are undiscounted) | binary | prob"
+        },
     )
     prm_threshold: float = field(
         default=0.0,

@@ -148,3 +148,26 @@ def test_handover_schedule_falls_linearly_to_zero(tiny_qwen):
     assert constant.env.handover()["tasks"] == TASK_SUITES["default"]  # every task of the run
     assert constant.env.handover_probability_at(399, 400) == 0.3
     assert parse_config(["--vla_path", tiny_qwen]).env.handover() is None  # off by default
+
+
+@pytest.mark.parametrize("estimator", ["gae", "grpo", "rloo"])
+def test_potential_shaping_telescopes_under_the_returns_discount(estimator, tiny_qwen):
+    """The potential terms of an episode sum, under the estimator's discount, to the last frame's
+    potential minus the first's: GAE discounts by --gamma, GRPO/RLOO sum returns undiscounted."""
+    import numpy as np
+
+    from reward.shaping import Shaping
+    from vla_rl.distributed.runtime import shaping_options
+
+    config = parse_config(
+        ["--vla_path", tiny_qwen, "--prm_reward_mode", "potential", "--advantage_estimator", estimator]
+    )
+    options = shaping_options(config)
+    shaping = Shaping(options["weight"], options["mode"], options["threshold"], options["gamma"])
+    scores = np.array([0.1, 0.6, 0.9, 0.8, 0.95])  # the reset frame, then four steps; truncated at the end
+    terms = [shaping.term(scores[t + 1], scores[t], False) for t in range(len(scores) - 1)]
+    discount = config.ppo.gamma if estimator == "gae" else 1.0
+    discounted = sum(discount**t * term for t, term in enumerate(terms))
+    assert discounted == pytest.approx(discount ** len(terms) * scores[-1] - scores[0])
+    if estimator != "gae":  # the undiscounted sum is exactly the rise of the score, no time penalty
+        assert sum(terms) == pytest.approx(scores[-1] - scores[0])
