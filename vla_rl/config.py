@@ -255,6 +255,12 @@ class PPOConfig:
     value_trunk_grad: bool = field(default=False, metadata={"help": "value loss trains the shared trunk too"})
     target_kl: float = field(default=0.0, metadata={"help": "stop an iteration's epochs above this KL (0: off)"})
 
+    @property
+    def grouped(self) -> bool:
+        """Advantages from comparing the episodes of a group (grpo, rloo), whose returns are
+        undiscounted episode sums, rather than from the value head (gae)."""
+        return self.advantage_estimator != "gae"
+
     def validate(self) -> None:
         from vla_rl.ppo import ADVANTAGE_ESTIMATORS
 
@@ -360,12 +366,12 @@ class TrainConfig:
             part.validate()
         if self.scale.num_env_workers > self.env.num_envs:
             raise ValueError(f"--num_env_workers ({self.scale.num_env_workers}) must be <= --num_envs.")
-        if self.ppo.advantage_estimator != "gae" and self.env.handover_probability:
+        if self.ppo.grouped and self.env.handover_probability:
             raise ValueError(
                 f"--handover_probability needs --advantage_estimator gae: a group of {self.ppo.advantage_estimator} "
                 "shares one initial state, and a hand-over would give its episodes different ones."
             )
-        if self.ppo.advantage_estimator != "gae":
+        if self.ppo.grouped:
             groups, remainder = divmod(self.env.num_envs, self.ppo.group_size)
             if remainder or groups < len(self.env.tasks):
                 raise ValueError(

@@ -224,7 +224,7 @@ def train(config: TrainConfig) -> dict:
     image_size = config.env.image_size or policy.image_size or 56
     tasks = config.env.tasks
 
-    grouped = config.ppo.advantage_estimator != "gae"
+    grouped = config.ppo.grouped
     assigned = assign_tasks(tasks, config.env.num_envs, config.ppo.group_size if grouped else 1)
     runtime = training_env(config, assigned, image_size, ranks)
     env = runtime.env

@@ -54,12 +54,11 @@ def shaping_options(config: TrainConfig) -> dict:
     discount, so that its terms telescope over an episode: ``--gamma`` under GAE, 1 under the
     group estimators, whose episode returns are undiscounted sums (with 0.99 there, every step
     would also pay ``-0.01 * p``: a penalty for time spent in frames the PRM scores high)."""
-    grouped = config.ppo.advantage_estimator in ("grpo", "rloo")
     return {
         "weight": config.prm.prm_reward_weight,
         "mode": config.prm.prm_reward_mode,
         "threshold": config.prm.decision_threshold(),
-        "gamma": 1.0 if grouped else config.ppo.gamma,
+        "gamma": 1.0 if config.ppo.grouped else config.ppo.gamma,
         "deferred": config.prm.prm_deferred,
     }
 
