@@ -29,6 +29,7 @@
 #
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
+#   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
 #       PRM_POLICY_STATES=4 bash scripts/build_default_models.sh   # quick smoke build (about 3 minutes)
 set -euo pipefail
@@ -45,6 +46,7 @@ DAGGER_ROUNDS="${DAGGER_ROUNDS:-2}"        # VLA: DAgger rounds after cloning (1
 VISION_EPISODES="${VISION_EPISODES:-300}"   # VLA vision pretraining: noisy-expert episodes per task
 VLA_VISION_LR_SCALE="${VLA_VISION_LR_SCALE:-1}"  # VLA cloning: vision tower learning rate / the rest's (0 freezes it)
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
+THREADS="${THREADS:-}"                  # torch CPU threads per stage (empty: torch's default, one per core)
 VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
 PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
 PRM_STEPS="${PRM_STEPS:-3000}"
@@ -73,6 +75,13 @@ if ! [[ "$VLA_VISION_LR_SCALE" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "error: VLA_VISION_LR_SCALE must be a number >= 0 (0 freezes the vision tower in cloning), got" \
         "'$VLA_VISION_LR_SCALE'." >&2
     exit 2
+fi
+if [ -n "$THREADS" ]; then
+    if ! [[ "$THREADS" =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: THREADS must be a whole number >= 1 (torch CPU threads per stage), got '$THREADS'." >&2
+        exit 2
+    fi
+    export OMP_NUM_THREADS="$THREADS"  # every stage's torch reads it at start-up
 fi
 if [[ " $STAGES " == *" prm "* && " $STAGES " != *" vla "* ]] && [ "$PRM_POLICY_STATES" -gt 0 ] \
     && [ ! -f "$VLA_OUT/config.json" ]; then
