@@ -78,7 +78,8 @@ def relation_distances(run: str, rows: list[dict], batch_size: int = 64) -> tupl
     from vla_rl.qwen.processor import QwenImageTextProcessor
 
     final = os.path.join(run, "final_checkpoint")
-    heads = sorted(glob.glob(os.path.join(run, "checkpoint-*", RELATION_HEAD_FILE)), key=os.path.getmtime)
+    step = lambda path: int(os.path.basename(os.path.dirname(path)).removeprefix("checkpoint-"))  # noqa: E731
+    heads = sorted(glob.glob(os.path.join(run, "checkpoint-*", RELATION_HEAD_FILE)), key=step)
     if not heads or not os.path.isdir(final):
         raise SystemExit(
             f"error: --run {run} needs final_checkpoint/ and a checkpoint-N/{RELATION_HEAD_FILE} (a reward.train_prm "
