@@ -398,21 +398,13 @@ class TrainConfig:
         return asdict(self)
 
 
-COMPONENTS = {
-    "policy": PolicyConfig,
-    "env": EnvConfig,
-    "prm": PRMConfig,
-    "ppo": PPOConfig,
-    "run": RunConfig,
-    "scale": ScaleConfig,
-}
-TITLES = {
-    "policy": "policy",
-    "env": "environments",
-    "prm": "process reward model",
-    "ppo": "PPO",
-    "run": "run",
-    "scale": "scale-out (Ray, vLLM, FSDP)",
+COMPONENTS = {  # name: (component config, its section of --help)
+    "policy": (PolicyConfig, "policy"),
+    "env": (EnvConfig, "environments"),
+    "prm": (PRMConfig, "process reward model"),
+    "ppo": (PPOConfig, "PPO"),
+    "run": (RunConfig, "run"),
+    "scale": (ScaleConfig, "scale-out (Ray, vLLM, FSDP)"),
 }
 
 
@@ -422,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="PPO fine-tuning of a VLA policy in the simulated tasks, with an optional process reward model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for name, component in COMPONENTS.items():
-        group = parser.add_argument_group(TITLES[name])
+    for name, (component, title) in COMPONENTS.items():
+        group = parser.add_argument_group(title)
         for f in fields(component):
             default = f.default_factory() if callable(f.default_factory) else f.default
             kwargs = {"default": default, "help": f.metadata.get("help", ""), "dest": f"{name}.{f.name}"}
@@ -445,7 +437,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     for key, value in args.items():
         part, name = key.split(".", 1)
         parts[part][name] = value
-    config = TrainConfig(**{name: COMPONENTS[name](**values) for name, values in parts.items()})
+    config = TrainConfig(**{name: COMPONENTS[name][0](**values) for name, values in parts.items()})
     try:
         return config.validate()
     except (ValueError, FileNotFoundError, TypeError) as error:
