@@ -26,7 +26,6 @@ import argparse
 import glob
 import json
 import os
-import re
 
 import numpy as np
 
@@ -48,15 +47,15 @@ def best_f1(estimate: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 def push_frames(data: str) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Push rows of every split, their xy block-to-pad distances (m) and completion labels."""
     from envs.scene import COLOUR_NAMES
+    from reward.augment import colour_words
     from reward.dataset import load_rows
 
-    words = re.compile(r"\b(" + "|".join(COLOUR_NAMES) + r")\b")
     rows = [r for split in ("train", "validation") for r in load_rows(data, split) if r["task"] == PUSH]
     if not rows:
         raise SystemExit(f"error: --data {data} holds no {PUSH} frames; pass a dataset recorded with push.")
     distances = []
     for row in rows:
-        named = words.findall(row["instruction"])
+        named = colour_words(row["instruction"])
         if len(named) < 2 or "colour_positions" not in row:
             raise SystemExit(
                 f"error: --data {data}: row of episode {row['episode']} has no block and pad colour in its "
@@ -88,20 +87,13 @@ def relation_distances(run: str, rows: list[dict], batch_size: int = 64) -> tupl
     last = os.path.dirname(heads[-1])
     from safetensors.torch import load_file
 
-    if not all(
-        torch.equal(a, b)
-        for a, b in zip(
-            load_file(os.path.join(last, "model.safetensors")).values(),
-            load_file(os.path.join(final, "model.safetensors")).values(),
-            strict=True,
-        )
-    ):
+    saved, trained = (load_file(os.path.join(path, "model.safetensors")) for path in (last, final))
+    if saved.keys() != trained.keys() or not all(torch.equal(saved[k], trained[k]) for k in saved):
         raise SystemExit(f"error: --run {run}: {last} is not the final model; its relation head would not match.")
     processor = QwenImageTextProcessor.from_pretrained(final)
     model = load_model(final, "--run", device="cpu", dtype="float32")
     relation = RelationLoss.for_model(model, processor.tokenizer)
-    state = torch.load(heads[-1], map_location="cpu")
-    relation.head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
+    relation.load_state_dict(torch.load(heads[-1], map_location="cpu", weights_only=True))  # as the trainer resumes it
     dataset = FrameDataset(rows, "completion", 0.0, DEFAULT_PROMPT, grounding=True)
     collate = FrameCollator(processor, (1.0, 1.0))
     predicted, true = [], []
@@ -126,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="a reward.data dataset with push frames (held-out seeds)")
     parser.add_argument("--run", help="a reward.train_prm output directory trained with --relation_weight > 0")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated noise")
-    parser.add_argument("--repeats", type=int, default=5, help="noise draws averaged per level")
+    parser.add_argument("--repeats", type=int, default=50, help="noise draws averaged per level")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.data):

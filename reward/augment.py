@@ -54,6 +54,11 @@ def recolour(image: np.ndarray, permutation: np.ndarray) -> np.ndarray:
     return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def colour_words(text: str) -> list[str]:
+    """The palette colour words of ``text``, in order (an instruction names its object first)."""
+    return _COLOUR_WORDS.findall(text)
+
+
 def rename_colours(text: str, permutation: np.ndarray) -> str:
     """``text`` with every palette colour word ``COLOUR_NAMES[k]`` replaced by ``COLOUR_NAMES[permutation[k]]``."""
     return _COLOUR_WORDS.sub(lambda m: COLOUR_NAMES[permutation[COLOUR_NAMES.index(m.group(1))]], text)
