@@ -239,6 +239,7 @@ class PPOConfig:
     num_epochs: int = field(default=2, metadata={"help": "PPO epochs per iteration"})
     num_minibatches: int = field(default=4, metadata={"help": "minibatches per epoch"})
     learning_rate: float = field(default=3e-5, metadata={"help": "policy learning rate"})
+    anneal_lr: bool = field(default=False, metadata={"help": "policy lr falls linearly to 0 at --total_episodes"})
     value_learning_rate: float = field(default=1e-3, metadata={"help": "value head learning rate"})
     gamma: float = field(default=0.99, metadata={"help": "discount"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
@@ -260,6 +261,11 @@ class PPOConfig:
         """Advantages from comparing the episodes of a group (grpo, rloo), whose returns are
         undiscounted episode sums, rather than from the value head (gae)."""
         return self.advantage_estimator != "gae"
+
+    def learning_rate_at(self, episodes: int) -> float:
+        """The policy's learning rate after ``episodes`` finished episodes."""
+        left = max(0.0, 1.0 - episodes / self.total_episodes) if self.anneal_lr else 1.0
+        return self.learning_rate * left
 
     def validate(self) -> None:
         from vla_rl.ppo import ADVANTAGE_ESTIMATORS

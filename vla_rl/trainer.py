@@ -345,11 +345,12 @@ def train(config: TrainConfig) -> dict:
                 advantages = torch.where(used, _normalized(advantages, used, ranks), torch.zeros_like(advantages))
             update_start = time.perf_counter()
             policy.model.train()
-            optimizer.param_groups[0]["lr"] = 0.0 if rewardless else config.ppo.learning_rate  # Adam momentum too
+            learning_rate = 0.0 if rewardless else config.ppo.learning_rate_at(state["episodes"])  # Adam momentum too
+            optimizer.param_groups[0]["lr"] = learning_rate
             # A rewardless batch trains only the value head, on every valid sample (as in a rewardless gae batch).
             used_samples = None if rewardless else samples
             metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks, used_samples)
-            metrics["train/rewardless_batch"] = float(rewardless)
+            metrics["train/rewardless_batch"], metrics["train/learning_rate"] = float(rewardless), learning_rate
             if grouped:
                 metrics["train/episodes_with_signal"] = float(episodes_with_signal)
             if probability is not None:

@@ -150,6 +150,15 @@ def test_handover_schedule_falls_linearly_to_zero(tiny_qwen):
     assert parse_config(["--vla_path", tiny_qwen]).env.handover() is None  # off by default
 
 
+def test_annealed_learning_rate_falls_linearly_to_zero_at_the_episode_budget(tiny_qwen):
+    flags = ["--vla_path", tiny_qwen, "--learning_rate", "1e-4", "--total_episodes", "400"]
+    annealed = parse_config([*flags, "--anneal_lr", "True"]).ppo
+    assert [annealed.learning_rate_at(n) for n in (0, 100, 300, 400, 480)] == pytest.approx(
+        [1e-4, 7.5e-5, 2.5e-5, 0.0, 0.0]
+    )
+    assert parse_config(flags).ppo.learning_rate_at(399) == 1e-4  # constant by default
+
+
 @pytest.mark.parametrize("estimator", ["gae", "grpo", "rloo"])
 def test_potential_shaping_telescopes_under_the_returns_discount(estimator, tiny_qwen):
     """The potential terms of an episode sum, under the estimator's discount, to the last frame's
