@@ -234,6 +234,34 @@ def evaluate_policy(
     return summary
 
 
+def evaluate_run(policy, config, tasks, image_size, run_dir, prm=None, prm_image_size=None) -> dict:
+    """A training run's final evaluation: ``--eval_episodes`` held-out seeds per task at
+    ``--eval_temperature`` (0: deterministic), videos under ``run_dir/eval/videos``; printed."""
+    policy.model.eval()
+    print(f"final evaluation: {config.run.eval_episodes} held-out seeds per task", flush=True)
+    result = evaluate_policy(
+        policy,
+        tasks,
+        config.run.eval_episodes,
+        image_size,
+        num_envs=config.env.num_envs,
+        greedy=config.run.eval_temperature == 0,
+        temperature=config.run.eval_temperature or 1.0,
+        max_env_length=config.env.max_env_length or None,
+        video_dir=os.path.join(run_dir, "eval", "videos") if config.run.eval_videos else None,
+        videos_per_task=config.run.eval_videos,
+        prm=prm,
+        progress=config.run.progress,
+        prm_image_size=prm_image_size,
+    )
+    for task, row in result["tasks"].items():
+        print(
+            f"eval {task:>12}: success {row['success_rate']:.3f} over {row['episodes']} held-out seeds "
+            f"(final progress {row['mean_final_progress']:.3f})"
+        )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vla_rl.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument(

@@ -420,30 +420,9 @@ def train(config: TrainConfig) -> dict:
         "seconds": totals,
     }
     if config.run.eval_episodes:
-        from vla_rl.evaluate import evaluate_policy
+        from vla_rl.evaluate import evaluate_run
 
-        policy.model.eval()
-        print(f"final evaluation: {config.run.eval_episodes} held-out seeds per task", flush=True)
-        summary["eval"] = evaluate_policy(
-            policy,
-            tasks,
-            config.run.eval_episodes,
-            image_size,
-            num_envs=config.env.num_envs,
-            greedy=config.run.eval_temperature == 0,
-            temperature=config.run.eval_temperature or 1.0,
-            max_env_length=config.env.max_env_length or None,
-            video_dir=os.path.join(run_dir, "eval", "videos") if config.run.eval_videos else None,
-            videos_per_task=config.run.eval_videos,
-            prm=runtime.eval_prm,
-            progress=config.run.progress,
-            prm_image_size=prm_size,
-        )
-        for task, row in summary["eval"]["tasks"].items():
-            print(
-                f"eval {task:>12}: success {row['success_rate']:.3f} over {row['episodes']} held-out seeds "
-                f"(final progress {row['mean_final_progress']:.3f})"
-            )
+        summary["eval"] = evaluate_run(policy, config, tasks, image_size, run_dir, runtime.eval_prm, prm_size)
     runtime.close()
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
