@@ -234,6 +234,10 @@ class PPOConfig:
         },
     )
     group_size: int = field(default=4, metadata={"help": "grpo/rloo: episodes per initial state (divides num_envs)"})
+    loss_aggregation: str = field(
+        default="sample",
+        metadata={"help": "grpo/rloo: sample (every action weighs the same) | episode (every episode does)"},
+    )
     total_episodes: int = field(default=400, metadata={"help": "stop after this many finished episodes"})
     max_iterations: int = field(default=0, metadata={"help": "stop after this many iterations (0: no limit)"})
     num_epochs: int = field(default=2, metadata={"help": "PPO epochs per iteration"})
@@ -277,6 +281,13 @@ class PPOConfig:
                 f"got {self.advantage_estimator!r}."
             )
         require_at_least(self.group_size, 2, "--group_size")
+        if self.loss_aggregation not in ("sample", "episode") or (
+            self.loss_aggregation == "episode" and not self.grouped
+        ):
+            raise ValueError(
+                f"--loss_aggregation must be sample, or episode with --advantage_estimator grpo|rloo; "
+                f"got {self.loss_aggregation!r} with {self.advantage_estimator}."
+            )
         require_at_least(self.total_episodes, 1, "--total_episodes")
         require_at_least(self.max_iterations, 0, "--max_iterations")
         require_at_least(self.num_epochs, 1, "--num_epochs")

@@ -80,6 +80,15 @@ def group_advantages(
     return scores.reshape(1, -1) * mask
 
 
+def episode_weights(valid: torch.Tensor) -> torch.Tensor:
+    """Per-episode weights ``(1, N)`` that give every episode (column) of ``valid`` the same
+    total weight in a mean over samples: its mean length over its own, so the weights of all
+    samples still average 1. Scaling the advantages by them is the same as weighting the clipped
+    surrogate per sample (it is linear in the advantage)."""
+    lengths = valid.sum(0, keepdim=True).to(torch.float32)
+    return torch.where(lengths > 0, lengths[lengths > 0].mean() / lengths.clamp(min=1.0), torch.zeros_like(lengths))
+
+
 @dataclass
 class LossTerms:
     loss: torch.Tensor

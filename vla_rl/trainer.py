@@ -41,7 +41,7 @@ from vla_rl.config import TrainConfig
 from vla_rl.distributed.fsdp import full_tensor, gathered, lora_template, shard_policy
 from vla_rl.distributed.ranks import SINGLE, Ranks, join_ranks
 from vla_rl.distributed.runtime import training_env
-from vla_rl.ppo import compute_gae, group_advantages, normalize_advantages, ppo_loss
+from vla_rl.ppo import compute_gae, episode_weights, group_advantages, normalize_advantages, ppo_loss
 
 logger = logging.getLogger("vla_rl.train")
 
@@ -331,6 +331,8 @@ def train(config: TrainConfig) -> dict:
             samples = None
             if grouped:
                 advantages = group_advantages(rewards, valid, config.ppo.group_size, config.ppo.advantage_estimator)
+                if config.ppo.loss_aggregation == "episode":  # a long episode's actions count less each
+                    advantages = advantages * episode_weights(valid)
                 # Episodes of groups whose returns tie carry no policy gradient: they are left out of the update.
                 samples = batch.valid & (advantages != 0).numpy()
                 episodes_with_signal = (advantages != 0).any(0).float().mean()

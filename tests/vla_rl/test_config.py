@@ -96,6 +96,8 @@ def test_flags_land_in_their_components(tiny_qwen):
         (["--prm_threshold", "1"], "--prm_threshold"),
         (["--advantage_estimator", "ppo"], "--advantage_estimator"),
         (["--advantage_estimator", "grpo", "--group_size", "1"], "--group_size"),
+        (["--loss_aggregation", "episode"], "--loss_aggregation must be sample, or episode with"),
+        (["--advantage_estimator", "grpo", "--loss_aggregation", "token"], "--loss_aggregation"),
         (["--advantage_estimator", "grpo", "--num_envs", "6"], "--num_envs (6) must be a multiple of --group_size"),
         (["--advantage_estimator", "rloo", "--num_envs", "4"], "one group per task at least (2 tasks)"),
         (["--handover_probability", "1.5"], "--handover_probability"),

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vla_rl.ppo import compute_gae, group_advantages, normalize_advantages, ppo_loss
+from vla_rl.ppo import compute_gae, episode_weights, group_advantages, normalize_advantages, ppo_loss
 
 REWARDS = torch.tensor([[1.0], [0.0], [2.0]])
 VALUES = torch.tensor([[0.5], [0.4], [0.3]])
@@ -121,3 +121,20 @@ def test_rloo_subtracts_the_mean_of_the_other_episodes():
     assert grpo[0].tolist() == pytest.approx([2 / math.sqrt(2), -1 / math.sqrt(2), -1 / math.sqrt(2)], abs=1e-5)
     with pytest.raises(ValueError, match="divide"):
         group_advantages(rewards, torch.ones(1, 3, dtype=torch.bool), group_size=2)
+
+
+def test_episode_weights_give_every_episode_the_same_total_weight():
+    valid = torch.zeros(6, 4, dtype=torch.bool)
+    valid[:2, 0], valid[:6, 1], valid[:4, 2] = True, True, True  # lengths 2, 6, 4 and an empty column
+    weights = episode_weights(valid)
+    assert weights[0].tolist() == pytest.approx([2.0, 2 / 3, 1.0, 0.0])  # mean length 4 over each length
+    per_episode = (valid * weights).sum(0)
+    assert per_episode[:3].tolist() == pytest.approx([4.0, 4.0, 4.0])
+    assert ((valid * weights).sum() / valid.sum()).item() == pytest.approx(1.0)  # samples still average 1
+    # On the clipped surrogate, scaled advantages are per-sample weights: a two-step failure and a
+    # six-step success of one group now pull with equal and opposite force.
+    advantages = torch.tensor([-1.0] * 2 + [1.0] * 6)
+    scaled = advantages * torch.tensor([2.0] * 2 + [2 / 3] * 6)
+    new = torch.zeros(8, requires_grad=True)
+    ppo_loss(new, torch.zeros(8), scaled, torch.zeros(8), torch.zeros(8), torch.zeros(8)).policy_loss.backward()
+    assert new.grad[:2].sum().item() == pytest.approx(-new.grad[2:].sum().item())
