@@ -281,9 +281,7 @@ class PPOConfig:
                 f"got {self.advantage_estimator!r}."
             )
         require_at_least(self.group_size, 2, "--group_size")
-        if self.loss_aggregation not in ("sample", "episode") or (
-            self.loss_aggregation == "episode" and not self.grouped
-        ):
+        if self.loss_aggregation not in (("sample", "episode") if self.grouped else ("sample",)):
             raise ValueError(
                 f"--loss_aggregation must be sample, or episode with --advantage_estimator grpo|rloo; "
                 f"got {self.loss_aggregation!r} with {self.advantage_estimator}."
