@@ -98,6 +98,8 @@ class MetricLogger:
             axis.grid(alpha=0.3)
             if axis.lines:
                 axis.legend(fontsize=8)
+            else:  # e.g. the PRM panel of a run without a PRM
+                axis.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=axis.transAxes)
         figure.tight_layout()
         tmp = f"{self.curve_path}.tmp-{os.getpid()}.png"
         figure.savefig(tmp, dpi=80)
