@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from reward.base import BUILTIN_PRMS
-from vla_rl.cli import require_at_least, require_positive, str2bool
+from vla_rl.cli import require_at_least, require_between, require_frame_side, require_positive, str2bool
 
 ASSETS_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "models")
 DEFAULT_VLA = os.path.join(ASSETS_MODELS, "vla-small")
@@ -114,11 +114,9 @@ class EnvConfig:
                 raise ValueError(f"--task_ids: {error}") from None
         require_at_least(self.num_envs, len(self.tasks), "--num_envs (one env per task at least)")
         require_at_least(self.max_env_length, 0, "--max_env_length")
-        if self.image_size and not 16 <= self.image_size <= 256:
-            raise ValueError(f"--image_size must be 0 or in 16..256, got {self.image_size}.")
+        require_frame_side(self.image_size, "--image_size")
         for name in ("handover_probability", "handover_anneal"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}.")
+            require_between(getattr(self, name), 0, 1, f"--{name}")
         require_at_least(self.handover_max_steps, 1, "--handover_max_steps")
         require_at_least(self.handover_action_noise, 0.0, "--handover_action_noise")
         unknown = [t for t in self.handover_tasks if t not in self.tasks]
@@ -201,8 +199,7 @@ class PRMConfig:
         if not 0.0 <= self.prm_threshold < 1.0:
             raise ValueError(f"--prm_threshold must be in [0, 1) (0: the PRM's own), got {self.prm_threshold}.")
         Shaping(self.prm_reward_weight, self.prm_reward_mode, 0.5)
-        if self.prm_image_size and not 16 <= self.prm_image_size <= 256:
-            raise ValueError(f"--prm_image_size must be 0 or in 16..256, got {self.prm_image_size}.")
+        require_frame_side(self.prm_image_size, "--prm_image_size")
         if not self.process_reward_model:
             return
         model = self.resolved_model()
@@ -293,8 +290,7 @@ class PPOConfig:
         require_positive(self.learning_rate, "--learning_rate")
         require_positive(self.value_learning_rate, "--value_learning_rate")
         for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}.")
+            require_between(getattr(self, name), 0, 1, f"--{name}")
         require_positive(self.clip_coef, "--clip_coef")
         for name in ("value_clip", "value_coef", "entropy_coef", "kl_coef", "target_kl"):
             require_at_least(getattr(self, name), 0.0, f"--{name}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vla_rl.cli import require_between
+
 DAGGER_SEED_BASE = 500_000  # rollout seeds: away from the demonstrations (0 ..) and evaluation (1,000,000 ..)
 
 
@@ -34,8 +36,7 @@ def collect(
     """Samples of ``episodes_per_task`` episodes per task, as arrays: ``images``, ``states``,
     ``actions`` (the expert's labels), ``instructions``, ``colour_positions``; plus
     ``success_rate`` of the executed (mixed) episodes. ``max_steps`` 0: each task's own step limit."""
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"--dagger_beta must be in [0, 1], got {beta}.")
+    require_between(beta, 0, 1, "--dagger_beta")
     if max_steps < 0:
         raise ValueError(f"--dagger_max_steps must be >= 0 (0: each task's own step limit), got {max_steps}.")
     rng = np.random.default_rng(seed)

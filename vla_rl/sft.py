@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from vla_rl.cli import require_at_least, require_positive, str2bool
+from vla_rl.cli import require_at_least, require_between, require_positive, str2bool
 from vla_rl.demonstrations import Demonstrations
 from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS
 
@@ -95,8 +95,7 @@ class SFTConfig:
             )
         if self.dagger_decoding not in GREEDY_DECODINGS:
             raise ValueError(f"--dagger_decoding must be one of {GREEDY_DECODINGS}, got {self.dagger_decoding!r}.")
-        if not 0.0 <= self.dagger_beta <= 1.0:
-            raise ValueError(f"--dagger_beta must be in [0, 1], got {self.dagger_beta}.")
+        require_between(self.dagger_beta, 0, 1, "--dagger_beta")
         if self.eval_episodes < 0:
             raise ValueError(f"--eval_episodes must be >= 0, got {self.eval_episodes}.")
         if os.path.exists(self.out) and not self.overwrite:
