@@ -169,29 +169,22 @@ class PRMConfig:
         PRM's training set (its ``prm_config.json``), else ``None`` (it scores the policy's frames)."""
         if not self.process_reward_model:
             return None
-        if self.prm_image_size:
-            return self.prm_image_size
-        return self.trained_image_size()
+        return self.prm_image_size or self.trained_config().get("image_size") or None
 
-    def trained_image_size(self) -> int | None:
-        """The frame side in the PRM's ``prm_config.json`` (adapter's first), ``None`` if it records none."""
+    def trained_config(self) -> dict:
+        """The PRM's ``prm_config.json`` (its adapter's first); ``{}`` for a built-in PRM or none."""
         model = self.resolved_model()
         if model in BUILTIN_PRMS:
-            return None
+            return {}
         from reward.qwen_prm import trained_prm_config
 
-        return trained_prm_config(self.prm_checkpoint_path or None, model).get("image_size") or None
+        return trained_prm_config(self.prm_checkpoint_path or None, model)
 
     def decision_threshold(self) -> float:
         """``--prm_threshold``, else the threshold in the PRM's ``prm_config.json``, else 0.5."""
         if self.prm_threshold:
             return self.prm_threshold
-        model = self.resolved_model()
-        if not self.process_reward_model or model in BUILTIN_PRMS:
-            return 0.5
-        from reward.qwen_prm import trained_prm_config
-
-        return float(trained_prm_config(self.prm_checkpoint_path or None, model).get("decision_threshold", 0.5))
+        return float(self.trained_config().get("decision_threshold", 0.5)) if self.process_reward_model else 0.5
 
     def validate(self) -> None:
         from reward.shaping import Shaping
@@ -212,7 +205,7 @@ class PRMConfig:
         if self.prm_checkpoint_path and model in BUILTIN_PRMS:
             raise ValueError(f"--prm_checkpoint_path needs a Qwen2-VL --prm_model_name_or_path, not {model!r}.")
         if self.prm_image_size:
-            trained = self.trained_image_size()
+            trained = self.trained_config().get("image_size")
             if trained and trained != self.prm_image_size:
                 raise ValueError(
                     f"--prm_image_size {self.prm_image_size}: this PRM was trained on {trained}-px frames; "
