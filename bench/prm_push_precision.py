@@ -23,7 +23,6 @@ colour word names the block, the second the pad) this prints:
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 
@@ -69,6 +68,8 @@ def push_frames(data: str) -> tuple[list[dict], np.ndarray, np.ndarray]:
 def relation_distances(run: str, rows: list[dict], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The PRM's relation-head estimate of the 3-D block-to-pad distance and the true one (m)."""
     import torch
+    from safetensors.torch import load_file
+    from transformers.trainer_utils import get_last_checkpoint
 
     from reward.prm_trainer import RELATION_HEAD_FILE, FrameCollator, FrameDataset
     from reward.qwen_prm import DEFAULT_PROMPT
@@ -77,15 +78,13 @@ def relation_distances(run: str, rows: list[dict], batch_size: int = 64) -> tupl
     from vla_rl.qwen.processor import QwenImageTextProcessor
 
     final = os.path.join(run, "final_checkpoint")
-    step = lambda path: int(os.path.basename(os.path.dirname(path)).removeprefix("checkpoint-"))  # noqa: E731
-    heads = sorted(glob.glob(os.path.join(run, "checkpoint-*", RELATION_HEAD_FILE)), key=step)
-    if not heads or not os.path.isdir(final):
+    last = get_last_checkpoint(run) if os.path.isdir(run) else None  # the checkpoint-N of the largest N
+    head = os.path.join(last, RELATION_HEAD_FILE) if last else ""
+    if not os.path.isfile(head) or not os.path.isdir(final):
         raise SystemExit(
             f"error: --run {run} needs final_checkpoint/ and a checkpoint-N/{RELATION_HEAD_FILE} (a reward.train_prm "
             "run with --relation_weight > 0 and --save_steps dividing --max_steps)."
         )
-    last = os.path.dirname(heads[-1])
-    from safetensors.torch import load_file
 
     saved, trained = (load_file(os.path.join(path, "model.safetensors")) for path in (last, final))
     if saved.keys() != trained.keys() or not all(torch.equal(saved[k], trained[k]) for k in saved):
@@ -93,7 +92,7 @@ def relation_distances(run: str, rows: list[dict], batch_size: int = 64) -> tupl
     processor = QwenImageTextProcessor.from_pretrained(final)
     model = load_model(final, "--run", device="cpu", dtype="float32")
     relation = RelationLoss.for_model(model, processor.tokenizer)
-    relation.load_state_dict(torch.load(heads[-1], map_location="cpu", weights_only=True))  # as the trainer resumes it
+    relation.load_state_dict(torch.load(head, map_location="cpu", weights_only=True))  # as the trainer resumes it
     dataset = FrameDataset(rows, "completion", 0.0, DEFAULT_PROMPT, grounding=True)
     collate = FrameCollator(processor, (1.0, 1.0))
     predicted, true = [], []
