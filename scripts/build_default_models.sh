@@ -39,10 +39,11 @@ SEED="${SEED:-0}"
 STAGES="${STAGES:-vla prm}"
 TASKS="${TASKS:-reach push}"
 WORK="${WORK:-data/default_models}"
-DEMOS="${DEMOS:-400}"                   # VLA: expert episodes per task
+DEMOS="${DEMOS:-400}"                   # VLA: expert episodes per task: N for every task, or task=N entries ("reach=12 push=400")
 SFT_STEPS="${SFT_STEPS:-3000}"
 VISION_STEPS="${VISION_STEPS:-6000}"
 DAGGER_ROUNDS="${DAGGER_ROUNDS:-2}"        # VLA: DAgger rounds after cloning (100 policy episodes per task, 1,000 steps each)
+DAGGER_TASKS="${DAGGER_TASKS:-$TASKS}"     # VLA: the tasks whose policy episodes DAgger labels
 VISION_EPISODES="${VISION_EPISODES:-300}"   # VLA vision pretraining: noisy-expert episodes per task
 VLA_VISION_LR_SCALE="${VLA_VISION_LR_SCALE:-1}"  # VLA cloning: vision tower learning rate / the rest's (0 freezes it)
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
@@ -65,6 +66,29 @@ if [ ! -x "$PYTHON" ]; then
 fi
 for stage in $STAGES; do
     case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
+done
+demos_for() {  # demos_for TASK: the expert episodes DEMOS gives TASK (a bare N applies to every task)
+    local entry
+    for entry in $DEMOS; do
+        case "$entry" in "$1="*) echo "${entry#*=}"; return ;; *=*) ;; *) echo "$entry"; return ;; esac
+    done
+}
+for task in $TASKS; do
+    if ! [[ "$(demos_for "$task")" =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: DEMOS must give every task of TASKS ($TASKS) a whole number of episodes >= 1, as N or" \
+            "task=N entries (DEMOS=\"reach=12 push=400\"); got DEMOS='$DEMOS' for $task." >&2
+        exit 2
+    fi
+done
+if [ -z "${DAGGER_TASKS// /}" ]; then
+    echo "error: DAGGER_TASKS must name at least one task of TASKS ($TASKS); DAGGER_ROUNDS=0 turns DAgger off." >&2
+    exit 2
+fi
+for task in $DAGGER_TASKS; do
+    if [[ " $TASKS " != *" $task "* ]]; then
+        echo "error: DAGGER_TASKS may only name tasks of TASKS ($TASKS), got '$task'." >&2
+        exit 2
+    fi
 done
 if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]] || [ "$PRM_POLICY_STATES" -eq 1 ]; then
     echo "error: PRM_POLICY_STATES must be 0 (no policy rollouts) or a whole number >= 2 (each task needs a" \
@@ -100,9 +124,13 @@ install_model() {  # install_model SRC DST: replace DST by a copy of SRC, atomic
 start=$(date +%s)
 mkdir -p "$WORK"
 if [[ " $STAGES " == *" vla "* ]]; then
-    echo "[vla 1/4] expert demonstrations: $DEMOS episodes per task ($TASKS) at 56 px"
-    "$PYTHON" -m envs.demos --tasks $TASKS --episodes "$DEMOS" --seed "$SEED" --image-size 56 \
-        --action-noise 0.15 --out "$WORK/demos" --overwrite
+    demo_dirs=()
+    for task in $TASKS; do
+        echo "[vla 1/4] expert demonstrations: $(demos_for "$task") episodes of $task at 56 px"
+        "$PYTHON" -m envs.demos --tasks "$task" --episodes "$(demos_for "$task")" --seed "$SEED" --image-size 56 \
+            --action-noise 0.15 --out "$WORK/demos-$task" --overwrite
+        demo_dirs+=("$WORK/demos-$task")
+    done
     echo "[vla 2/4] untrained vla-small checkpoint"
     "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
         --out "$WORK/vla-init" --overwrite
@@ -112,9 +140,9 @@ if [[ " $STAGES " == *" vla "* ]]; then
     echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss, vision tower at" \
         "${VLA_VISION_LR_SCALE}x the learning rate) + closed-loop eval" \
         "on $EVAL_EPISODES held-out seeds per task"
-    "$PYTHON" -m vla_rl.sft --data "$WORK/demos" --vla_path "$WORK/vla-vision" --out "$VLA_OUT" --steps "$SFT_STEPS" \
+    "$PYTHON" -m vla_rl.sft --data "${demo_dirs[@]}" --vla_path "$WORK/vla-vision" --out "$VLA_OUT" --steps "$SFT_STEPS" \
         --vision_lr_scale "$VLA_VISION_LR_SCALE" --relabel True --grounding_weight 1 --dagger_rounds "$DAGGER_ROUNDS" --dagger_episodes 100 \
-        --dagger_steps 1000 --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
+        --dagger_tasks $DAGGER_TASKS --dagger_steps 1000 --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
     echo "built $VLA_OUT in $(( $(date +%s) - start )) s ($(du -sh "$VLA_OUT" | cut -f1))"
 fi
 if [[ " $STAGES " == *" prm "* ]]; then
