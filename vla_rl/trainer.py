@@ -45,6 +45,16 @@ from vla_rl.ppo import compute_gae, episode_weights, group_advantages, normalize
 
 logger = logging.getLogger("vla_rl.train")
 
+# Training rollouts start from initial states of their own: demonstrations use seeds 0 .., DAgger
+# 500,000 .., evaluation 1,000,000 .., the PRM's held-out sets 2,000,000 .. and best-of-N and vision
+# pretraining 3,000,000 ..; a policy cloned on some states succeeds more often there than elsewhere.
+ROLLOUT_SEED_BASE = 10_000_000
+
+
+def rollout_seed(run_seed: int, iteration: int, rank: int = 0) -> int:
+    """The first initial-state seed of the rollouts of run ``run_seed`` from ``iteration`` on."""
+    return ROLLOUT_SEED_BASE + run_seed * 100_003 + iteration * 1_009 + rank * 10_000_019
+
 
 # ----------------------------------------------------------------------------- PPO update
 TRAIN_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "ratio_mean")
@@ -272,7 +282,7 @@ def train(config: TrainConfig) -> dict:
         assigned,
         step_limit(tasks, config.env.max_env_length) if grouped else config.ppo.num_steps,
         config.policy.temperature,
-        seed=config.run.seed * 100_003 + state["iteration"] * 1_009 + ranks.rank * 10_000_019,
+        seed=rollout_seed(config.run.seed, state["iteration"], ranks.rank),
         group_size=config.ppo.group_size if grouped else 0,
     )
     videos = metrics_log = None
