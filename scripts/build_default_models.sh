@@ -30,6 +30,8 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
+#   DEMOS="reach=12 push=400" DAGGER_TASKS=push STAGES=vla VLA_OUT=data/vla-both \
+#       bash scripts/build_default_models.sh                   # a warm start with room on both tasks (bench/README.md)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
 #       PRM_POLICY_STATES=4 bash scripts/build_default_models.sh   # quick smoke build (about 3 minutes)
 set -euo pipefail
