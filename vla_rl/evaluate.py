@@ -254,12 +254,17 @@ def evaluate_run(policy, config, tasks, image_size, run_dir, prm=None, prm_image
         progress=config.run.progress,
         prm_image_size=prm_image_size,
     )
-    for task, row in result["tasks"].items():
-        print(
-            f"eval {task:>12}: success {row['success_rate']:.3f} over {row['episodes']} held-out seeds "
-            f"(final progress {row['mean_final_progress']:.3f})"
-        )
+    print_summary(result, prefix="eval ")
     return result
+
+
+def print_summary(summary: dict, prefix: str = "") -> None:
+    """One line per task of an ``evaluate_policy`` summary."""
+    for task, row in summary["tasks"].items():
+        print(
+            f"{prefix}{task:>12}: success {row['success_rate']:.3f} over {row['episodes']} seeds "
+            f"(mean length {row['mean_length']:.1f}, final progress {row['mean_final_progress']:.3f})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,11 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         greedy_decoding=args.greedy_decoding,
         prm_image_size=prm_image_size,
     )
-    for task, row in summary["tasks"].items():
-        print(
-            f"{task:>12}: success {row['success_rate']:.3f} over {row['episodes']} seeds "
-            f"(mean length {row['mean_length']:.1f}, final progress {row['mean_final_progress']:.3f})"
-        )
+    print_summary(summary)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

@@ -65,7 +65,7 @@ def one_rewarded_iteration(tiny_qwen, root, *extra):
     return small_run(tiny_qwen, root, "--max_iterations", "1", "--eval_episodes", "0", *dense, *extra)
 
 
-def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tmp_path):
+def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tmp_path, capsys):
     config = small_run(
         tiny_qwen,
         tmp_path,
@@ -117,7 +117,9 @@ def test_train_writes_metrics_curve_videos_checkpoints_and_resumes(tiny_qwen, tm
     # A run directory or a training checkpoint stands for its policy, in train and in evaluate.
     assert resolve_policy_path(str(run)) == resolve_policy_path(last) == os.path.join(last, "policy")
     assert resolve_policy_path(str(tmp_path / "nowhere")) == str(tmp_path / "nowhere")
+    assert "eval        reach: success " in capsys.readouterr().out  # the run's final evaluation, per task
     assert evaluate_main(["--vla_path", str(run), "--episodes", "1", "--num_envs", "1"]) == 0
+    assert "       reach: success " in capsys.readouterr().out  # one line per task, as the run's eval prints
 
     # Resume: same step counter and optimizer state, continues to iteration 3.
     saved = torch.load(os.path.join(last, "trainer_state.pt"), weights_only=False)
