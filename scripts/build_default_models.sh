@@ -128,8 +128,9 @@ mkdir -p "$WORK"
 if [[ " $STAGES " == *" vla "* ]]; then
     demo_dirs=()
     for task in $TASKS; do
-        echo "[vla 1/4] expert demonstrations: $(demos_for "$task") episodes of $task at 56 px"
-        "$PYTHON" -m envs.demos --tasks "$task" --episodes "$(demos_for "$task")" --seed "$SEED" --image-size 56 \
+        episodes=$(demos_for "$task")
+        echo "[vla 1/4] expert demonstrations: $episodes episodes of $task at 56 px"
+        "$PYTHON" -m envs.demos --tasks "$task" --episodes "$episodes" --seed "$SEED" --image-size 56 \
             --action-noise 0.15 --out "$WORK/demos-$task" --overwrite
         demo_dirs+=("$WORK/demos-$task")
     done
