@@ -30,6 +30,7 @@ import numpy as np
 
 from reward.base import BUILTIN_PRMS
 from reward.evaluate_prm import load_prm
+from vla_rl import seed_ranges
 
 
 def expert_rollouts(task: str, seed: int, count: int, image_size: int, noise: float, decoy: float, rng) -> list[dict]:
@@ -194,7 +195,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument(
         "--image_size", type=int, default=0, help="side of the frames the PRM scores (0: its training size, else 56)"
     )
-    p.add_argument("--seed", type=int, default=3_000_000, help="first initial-state seed (held out from training)")
+    p.add_argument("--seed", type=int, default=seed_ranges.HELDOUT, help="first initial-state seed (held out)")
     p.add_argument("--out", required=True, help="report directory")
     args = p.parse_args(argv)
     if args.num_states < 1 or min(args.n) < 1:

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vla_rl import seed_ranges
 from vla_rl.cli import require_between
-
-DAGGER_SEED_BASE = 500_000  # rollout seeds: away from the demonstrations (0 ..) and evaluation (1,000,000 ..)
 
 
 def collect(
@@ -43,9 +42,9 @@ def collect(
     out = {"images": [], "states": [], "actions": [], "instructions": [], "colour_positions": []}
     successes = []
     for task_index, task in enumerate(tasks):
-        seeds = [DAGGER_SEED_BASE + seed * 100_003 + task_index * 10_007 + i for i in range(episodes_per_task)]
+        task_seeds = [seed_ranges.DAGGER + seed * 100_003 + task_index * 10_007 + i for i in range(episodes_per_task)]
         successes += _task_samples(
-            policy, task, seeds, image_size, beta, max_steps, num_envs, rng, out, greedy_decoding
+            policy, task, task_seeds, image_size, beta, max_steps, num_envs, rng, out, greedy_decoding
         )
     arrays = {k: np.stack(v) for k, v in out.items() if k != "instructions"}
     return {**arrays, "instructions": out["instructions"], "success_rate": float(np.mean(successes))}

@@ -19,9 +19,8 @@ import time
 
 import numpy as np
 
+from vla_rl import seed_ranges
 from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS
-
-EVAL_SEED_BASE = 1_000_000
 
 
 def make_task_vector_env(
@@ -170,7 +169,7 @@ def evaluate_policy(
     tasks: list[str],
     episodes: int,
     image_size: int,
-    seed_base: int = EVAL_SEED_BASE,
+    seed_base: int = seed_ranges.EVALUATION,
     num_envs: int = 8,
     greedy: bool = True,
     temperature: float = 1.0,
@@ -276,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--task_ids", nargs="+", default=None, help="tasks (default: the policy's training tasks)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes (seeds) per task")
-    parser.add_argument("--seed_base", type=int, default=EVAL_SEED_BASE, help="first evaluation seed")
+    parser.add_argument("--seed_base", type=int, default=seed_ranges.EVALUATION, help="first evaluation seed")
     parser.add_argument("--image_size", type=int, default=None, help="frame side (default: the policy's)")
     parser.add_argument("--num_envs", type=int, default=8, help="envs stepped together")
     parser.add_argument("--sample", action="store_true", help="sample actions (default: decode them deterministically)")

@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from vla_rl import keys
+from vla_rl import keys, seed_ranges
 from vla_rl.checkpointing import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -45,15 +45,10 @@ from vla_rl.ppo import compute_gae, episode_weights, group_advantages, normalize
 
 logger = logging.getLogger("vla_rl.train")
 
-# Training rollouts start from initial states of their own: demonstrations use seeds 0 .., DAgger
-# 500,000 .., evaluation 1,000,000 .., the PRM's held-out sets 2,000,000 .. and best-of-N and vision
-# pretraining 3,000,000 ..; a policy cloned on some states succeeds more often there than elsewhere.
-ROLLOUT_SEED_BASE = 10_000_000
-
 
 def rollout_seed(run_seed: int, iteration: int, rank: int = 0) -> int:
     """The first initial-state seed of the rollouts of run ``run_seed`` from ``iteration`` on."""
-    return ROLLOUT_SEED_BASE + run_seed * 100_003 + iteration * 1_009 + rank * 10_000_019
+    return seed_ranges.ROLLOUTS + run_seed * 100_003 + iteration * 1_009 + rank * 10_000_019
 
 
 # ----------------------------------------------------------------------------- PPO update

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from envs.scene import COLOUR_NAMES
+from vla_rl import seed_ranges
 from vla_rl.cli import require_at_least, require_positive
 
 OBJECTS = (*COLOUR_NAMES, "gripper")  # what each token reports on, in this order
@@ -206,8 +207,8 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
     start = time.perf_counter()
     args = (config.image_size, cell)
     train = record(config.tasks, config.episodes, *args, config.seed, config.action_noise, config.max_steps)
-    heldout = record(config.tasks, config.heldout_episodes, *args, 3_000_000 + config.seed, config.action_noise,
-                     config.max_steps)  # fmt: skip
+    heldout_seed = seed_ranges.HELDOUT + config.seed
+    heldout = record(config.tasks, config.heldout_episodes, *args, heldout_seed, config.action_noise, config.max_steps)
     record_s = time.perf_counter() - start
     print(f"recorded {len(train['images'])} training and {len(heldout['images'])} held-out frames in {record_s:.0f} s")
     model = load_model(config.vla_path, "--vla_path", device="auto", dtype="float32")

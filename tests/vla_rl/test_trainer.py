@@ -264,13 +264,12 @@ def test_a_prm_trained_on_another_frame_size_scores_frames_rendered_at_its_size(
 
 
 def test_training_initial_states_are_apart_from_demonstrations_dagger_and_evaluation():
-    from vla_rl.dagger import DAGGER_SEED_BASE
-    from vla_rl.evaluate import EVAL_SEED_BASE
+    from vla_rl.seed_ranges import DAGGER, EVALUATION
     from vla_rl.trainer import rollout_seed
 
     # every run seed up to 99, resumed at any iteration up to 999, on up to 8 ranks, 1,000 initial
     # states per rollout at most: none is a demonstration (0 ..), DAgger or evaluation seed
     firsts = [rollout_seed(s, i, r) for s in range(100) for i in range(0, 1000, 37) for r in range(8)]
-    taken = [(0, 100_000), (DAGGER_SEED_BASE, DAGGER_SEED_BASE + 100_000), (EVAL_SEED_BASE, EVAL_SEED_BASE + 100_000)]
+    taken = [(0, 100_000), (DAGGER, DAGGER + 100_000), (EVALUATION, EVALUATION + 100_000)]
     assert not [f for f in firsts for lo, hi in taken if f + 1_000 > lo and f < hi]
     assert rollout_seed(0, 0) != rollout_seed(1, 0) != rollout_seed(0, 1) != rollout_seed(0, 0, 1)
