@@ -240,7 +240,7 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
         value = float(loss.detach())
         ema = value if ema is None else 0.98 * ema + 0.02 * value
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{ema:.3f}", bce=f"{float(bce):.3f}", mse=f"{float(mse):.3f}")
+            bar.set_postfix(loss=f"{ema:.3f}", bce=f"{bce.item():.3f}", mse=f"{mse.item():.3f}")
     bar.close()
     visual.eval()
     after = evaluate(visual, head, image_processor, heldout, device)
