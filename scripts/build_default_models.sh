@@ -3,12 +3,13 @@
 #
 # Stage "vla" (assets/models/vla-small):
 #   1. record scripted-expert demonstrations of the default tasks (noisy execution, clean labels,
-#      counterfactual labels for the other objects, every colour object's position),
+#      counterfactual labels for the other objects, every colour object's position): 400 episodes
+#      per task, but only 12 of reach, so that the warm start leaves RL room on both tasks,
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
 #   3. pretrain its vision tower on simulator labels (which colour is where: vla_rl.vision_pretrain),
 #   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
 #      loss (the vision tower trained too, at VLA_VISION_LR_SCALE x the learning rate), then two
-#      DAgger rounds, and evaluate it on held-out seeds.
+#      DAgger rounds (on every task but reach), and evaluate it on held-out seeds.
 # Stage "prm" (assets/models/prm-small):
 #   1. simulator-labelled PRM datasets: perturbed experts (noise levels, decoy targets), and the
 #      policy's own rollouts (PRM_POLICY_STATES initial states per task, 4 rollouts each of the vla
@@ -30,8 +31,8 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
-#   DEMOS="reach=12 push=400" DAGGER_TASKS=push STAGES=vla VLA_OUT=data/vla-both \
-#       bash scripts/build_default_models.sh                   # a warm start with room on both tasks (bench/README.md)
+#   DEMOS=400 DAGGER_TASKS="reach push" STAGES=vla VLA_OUT=data/vla-strong \
+#       bash scripts/build_default_models.sh                   # a warm start near the ceiling on reach (bench/README.md)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
 #       PRM_POLICY_STATES=4 bash scripts/build_default_models.sh   # quick smoke build (about 3 minutes)
 set -euo pipefail
@@ -41,11 +42,14 @@ SEED="${SEED:-0}"
 STAGES="${STAGES:-vla prm}"
 TASKS="${TASKS:-reach push}"
 WORK="${WORK:-data/default_models}"
-DEMOS="${DEMOS:-400}"                   # VLA: expert episodes per task: N for every task, or task=N entries ("reach=12 push=400")
+DEMOS="${DEMOS:-reach=12 400}"          # VLA: expert episodes per task: task=N entries, and a bare N for the tasks not named
+                                        # (default: 12 for reach, so that it keeps room for RL, 400 for the others)
 SFT_STEPS="${SFT_STEPS:-3000}"
 VISION_STEPS="${VISION_STEPS:-6000}"
 DAGGER_ROUNDS="${DAGGER_ROUNDS:-2}"        # VLA: DAgger rounds after cloning (100 policy episodes per task, 1,000 steps each)
-DAGGER_TASKS="${DAGGER_TASKS:-$TASKS}"     # VLA: the tasks whose policy episodes DAgger labels
+default_dagger_tasks=$(for task in $TASKS; do [ "$task" = reach ] || echo "$task"; done)
+DAGGER_TASKS="${DAGGER_TASKS:-${default_dagger_tasks:-$TASKS}}"  # VLA: the tasks whose policy episodes DAgger labels
+                                        # (default: all but reach, which keeps room for RL)
 VISION_EPISODES="${VISION_EPISODES:-300}"   # VLA vision pretraining: noisy-expert episodes per task
 VLA_VISION_LR_SCALE="${VLA_VISION_LR_SCALE:-1}"  # VLA cloning: vision tower learning rate / the rest's (0 freezes it)
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
@@ -69,16 +73,17 @@ fi
 for stage in $STAGES; do
     case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
 done
-demos_for() {  # demos_for TASK: the expert episodes DEMOS gives TASK (a bare N applies to every task)
-    local entry
+demos_for() {  # demos_for TASK: the expert episodes DEMOS gives TASK (its own entry, else a bare N)
+    local entry bare=""
     for entry in $DEMOS; do
-        case "$entry" in "$1="*) echo "${entry#*=}"; return ;; *=*) ;; *) echo "$entry"; return ;; esac
+        case "$entry" in "$1="*) echo "${entry#*=}"; return ;; *=*) ;; *) bare="$entry" ;; esac
     done
+    echo "$bare"
 }
 for task in $TASKS; do
     if ! [[ "$(demos_for "$task")" =~ ^[1-9][0-9]*$ ]]; then
-        echo "error: DEMOS must give every task of TASKS ($TASKS) a whole number of episodes >= 1, as N or" \
-            "task=N entries (DEMOS=\"reach=12 push=400\"); got DEMOS='$DEMOS' for $task." >&2
+        echo "error: DEMOS must give every task of TASKS ($TASKS) a whole number of episodes >= 1, as task=N" \
+            "entries and a bare N for the rest (DEMOS=\"reach=12 400\"); got DEMOS='$DEMOS' for $task." >&2
         exit 2
     fi
 done
