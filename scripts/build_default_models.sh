@@ -117,8 +117,9 @@ elif [ -r /proc/loadavg ]; then
     # Torch's default of one thread per core oversubscribes cores that other jobs already use
     # (a load of half the cores or more, at least 1).
     read -r load _ < /proc/loadavg
-    if awk -v load="$load" -v cores="$(nproc)" 'BEGIN { exit !(load >= (cores > 2 ? cores / 2 : 1)) }'; then
-        echo "warning: other processes keep the CPU busy (1-minute load $load on $(nproc) cores); torch's" \
+    cores=$(nproc)
+    if awk -v load="$load" -v cores="$cores" 'BEGIN { exit !(load >= (cores > 2 ? cores / 2 : 1)) }'; then
+        echo "warning: other processes keep the CPU busy (1-minute load $load on $cores cores); torch's" \
             "default of one thread per core then oversubscribes the cores and the build runs many times" \
             "slower. Stop them, or set THREADS (THREADS=1 bash scripts/build_default_models.sh)." >&2
     fi
