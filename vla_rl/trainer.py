@@ -340,7 +340,7 @@ def train(config: TrainConfig) -> dict:
                     advantages = advantages * episode_weights(valid)
                 # Episodes of groups whose returns tie carry no policy gradient: they are left out of the update.
                 samples = batch.valid & (advantages != 0).numpy()
-                episodes_with_signal = (advantages != 0).any(0).float().mean()
+                with_signal = (advantages != 0).any(0).numpy()  # per sub-env (column)
             rewardless = (
                 config.ppo.skip_rewardless_batches
                 and not ranks.sum([float(np.abs(batch.rewards).sum() if samples is None else samples.sum())])[0]
@@ -359,7 +359,10 @@ def train(config: TrainConfig) -> dict:
             metrics = ppo_update(policy, optimizer, batch, advantages, returns, config, reference, ranks, used_samples)
             metrics["train/rewardless_batch"], metrics["train/learning_rate"] = float(rewardless), learning_rate
             if grouped:
-                metrics["train/episodes_with_signal"] = float(episodes_with_signal)
+                metrics["train/episodes_with_signal"] = float(with_signal.mean())
+                for task in sorted(set(assigned)):  # which tasks give the update something to learn from
+                    columns = [i for i, name in enumerate(assigned) if name == task]
+                    metrics[f"train/episodes_with_signal/{task}"] = float(with_signal[columns].mean())
             if probability is not None:
                 metrics["rollout/handover_probability"] = probability
             update_seconds = time.perf_counter() - update_start

@@ -239,6 +239,7 @@ def test_group_relative_advantages_train_on_whole_episodes(tiny_qwen, tmp_path, 
     assert summary["episodes"] == row["rollout/episodes"] == 4 and row["rollout/episode_length"] == 5
     # Dense progress rewards differ between the sampled episodes of a group: every episode has signal.
     assert row["train/episodes_with_signal"] == 1.0 and row["train/rewardless_batch"] == 0
+    assert row["train/episodes_with_signal/reach"] == 1.0  # and per task
     assert row["train/approx_kl"] > 0 and row["train/learning_rate"] == config.ppo.learning_rate
     before = load_file(os.path.join(tiny_qwen, "model.safetensors"))
     after = load_file(os.path.join(latest_checkpoint(str(tmp_path / "run")), "policy", "model.safetensors"))
