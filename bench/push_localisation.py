@@ -11,11 +11,13 @@ reads; the task still judges the true positions. Two error models:
 
 * ``episode``: one error per object per episode (a fixed misreading of where things are; the
   pad does not move, and a vision tower's error on a given scene is mostly such a bias);
-* ``frame``: a fresh error every step (jitter that closed-loop control can average out).
+* ``frame``: a fresh error every step (jitter; it flips the expert between its approach, push
+  and back-off phases, so it costs more than the same error held fixed).
 
 The anchor is the noise-free expert (0 cm). The line to read against is the localisation error
-the project's vision tower reaches at 56 px (2.1 cm median, "Vision pretraining" in
-``bench/README.md``) and the shipped warm start's push success (27-31 % sampled): if the expert
+the project's vision tower reaches at 56 px (a mean xy error of about 2.2 cm, "Vision
+pretraining" in ``bench/README.md``) and the shipped warm start's push success (27-35 % sampled,
+on different days): if the expert
 with that error succeeds about as rarely, push is bounded by where the policy sees things, not
 by how it acts, and reinforcement learning on the actions has little to gain.
 """
@@ -76,11 +78,11 @@ def run(episodes: int, noise_cm: float, model: str, seed_base: int, image_size: 
 
     import envs  # noqa: F401  (registers the tasks)
     from envs.experts import PushExpert
+    from vla_rl import keys
 
     env = gym.make(PUSH, image_size=image_size)
     eyes = NoisyEyes(env.unwrapped)
-    expert = PushExpert(env)
-    expert.env = eyes
+    expert = PushExpert(eyes)  # it acts on what the eyes read
     rng = np.random.default_rng(seed_base + int(noise_cm * 1000) + (model == "frame"))
     sd = noise_cm / 100.0
     successes, lengths = [], []
@@ -94,7 +96,7 @@ def run(episodes: int, noise_cm: float, model: str, seed_base: int, image_size: 
                 if model == "frame":
                     eyes.block_error, eyes.pad_error = rng.normal(0.0, sd, 2), rng.normal(0.0, sd, 2)
                 _, _, terminated, truncated, info = env.step(expert.act())
-                done, success, length = terminated or truncated, bool(info["success"]), length + 1
+                done, success, length = terminated or truncated, bool(info[keys.SUCCESS]), length + 1
             successes.append(success)
             lengths.append(length)
     finally:
