@@ -91,6 +91,67 @@ def features(vla_path: str, data: dict, batch: int) -> dict[str, np.ndarray]:
     return result
 
 
+def record_cells(tasks: list[str], episodes: int, seed_base: int, image_size: int, cell: int) -> tuple[dict, dict]:
+    """The same episodes recorded as vision pretraining records them (per-cell visibility and the
+    position of every palette object and the gripper), split into probe-training and held-out
+    episodes as :func:`main` splits them."""
+    from vla_rl.vision_pretrain import record
+
+    train_episodes = int(episodes * 0.75)
+    train = record(tasks, train_episodes, image_size, cell, seed_base, 0.15, 1000)
+    heldout = record(tasks, episodes - train_episodes, image_size, cell, seed_base + train_episodes, 0.15, 1000)
+    return train, heldout
+
+
+def tower_readout(vla_path: str, train: dict, heldout: dict, steps: int = 3000, seed: int = 0) -> dict:
+    """What the policy's vision tower offers, read as vision pretraining reads it: a per-token
+    linear head (visibility and position of every palette object and the gripper) trained on the
+    frozen tower's tokens of the probe-training episodes. On held-out frames: vision pretraining's
+    own figures (cell F1, mean xy error over the cells where an object is visible), and a per-frame
+    estimate of each visible palette object (its cells' positions weighted by their visibility)."""
+    import torch
+
+    from vla_rl.qwen.loading import load_model
+    from vla_rl.qwen.processor import QwenImageProcessor
+    from vla_rl.vision_pretrain import POSITION_SCALE, LocalisationHead, evaluate, vision_tokens
+
+    torch.manual_seed(seed)
+    model = load_model(vla_path, "--vla_path", device="cpu", dtype="float32")
+    visual, image_processor = model.model.visual.eval(), QwenImageProcessor.from_pretrained(vla_path)
+    with torch.no_grad():
+        tokens = torch.cat(
+            [
+                vision_tokens(visual, image_processor, train["images"][i : i + 128], "cpu")
+                for i in range(0, len(train["images"]), 128)
+            ]
+        ).view(len(train["images"]), -1, model.config.get_text_config().hidden_size)
+    head = LocalisationHead(tokens.shape[-1], "cpu")
+    optimiser = torch.optim.Adam(head.linear.parameters(), lr=3e-3)
+    visible, positions = torch.from_numpy(train["visible"]).float(), torch.from_numpy(train["positions"])
+    generator = np.random.default_rng(seed)
+    for _ in range(steps):
+        rows = torch.from_numpy(generator.integers(0, len(tokens), 128))
+        loss, _, _ = LocalisationHead.loss(head(tokens[rows], len(rows)), visible[rows], positions[rows])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    result = evaluate(visual, head, image_processor, heldout, "cpu")
+    errors = []
+    with torch.no_grad():
+        for i in range(0, len(heldout["images"]), 128):
+            frames = heldout["images"][i : i + 128]
+            pred = head(vision_tokens(visual, image_processor, frames, "cpu"), len(frames))
+            weights = torch.sigmoid(pred[..., 0])  # (B, cells, objects)
+            weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-6)
+            estimate = (weights[..., None] * pred[..., 1:3]).sum(1)  # (B, objects, 2)
+            truth = torch.from_numpy(heldout["positions"][i : i + 128, :, :2])
+            seen = torch.from_numpy(heldout["visible"][i : i + 128]).any(1)
+            distance = (estimate - truth).norm(dim=-1) * POSITION_SCALE * 100
+            errors.append(distance[:, :-1][seen[:, :-1]])
+    result["objects_frame_xy_error_cm"] = float(torch.cat(errors).mean())
+    return result
+
+
 def ridge(x_train: np.ndarray, y_train: np.ndarray, penalty: float):
     """Closed-form ridge on standardised features; returns a predictor."""
     mean, scale = x_train.mean(0), x_train.std(0) + 1e-6
@@ -234,6 +295,12 @@ def main() -> None:
         default=["layer_3", "layer_4", "tower"],
         help="feature sets also read by an MLP probe (layer_K, tower; none: linear only)",
     )
+    parser.add_argument(
+        "--tower_head",
+        type=lambda v: {"true": True, "false": False}[v.lower()],
+        default=True,
+        help="also read each policy's vision tower with vision pretraining's per-token head (True|False)",
+    )
     parser.add_argument("--out", default="", help="also write the results as JSON here")
     args = parser.parse_args()
     if args.episodes < 8:
@@ -251,10 +318,31 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(f"{len(data['images'])} frames of {args.episodes} noisy-expert episodes per task ({seconds:.0f} s)")
     results = {"tasks": args.tasks, "episodes": args.episodes, "seed_base": args.seed_base, "policies": {}}
+    cells = None
+    if args.tower_head:
+        from vla_rl.qwen.processor import QwenImageProcessor
+
+        image_processor = QwenImageProcessor.from_pretrained(args.vla_path[0])
+        cells = record_cells(
+            args.tasks,
+            args.episodes,
+            args.seed_base,
+            args.image_size,
+            image_processor.patch_size * image_processor.merge_size,
+        )
     for path in args.vla_path:
         start = time.perf_counter()
         feats = features(path, data, args.batch)
         results["policies"][path] = {}
+        if cells is not None:
+            readout = tower_readout(path, *cells)
+            results["policies"][path]["tower_head"] = readout
+            print(
+                f"\n{path} — the vision tower, per-token head (all tasks' frames): cell F1 {readout['cell_f1']:.3f}, "
+                f"objects {readout['objects_xy_error_cm']:.2f} cm per visible cell, "
+                f"{readout['objects_frame_xy_error_cm']:.2f} cm per frame, "
+                f"gripper {readout['gripper_xy_error_cm']:.2f} cm"
+            )
         for task in args.tasks:
             rows_of_task = data["task"] == task
             episode = data["episode"]
