@@ -16,7 +16,10 @@ at every colour word of the prompt, where that colour's object is (needs demonst
 record ``colour_positions``) — a dense signal that binds the instruction to the object it
 names; the head is not saved. ``--relation_weight`` adds the relation loss of the same module at the
 last prompt position (how the named object stands to the gripper and to its destination, from
-which the next action follows). ``--dagger_rounds`` runs DAgger after cloning
+which the next action follows). ``--localisation_weight`` keeps the vision pretraining's objective
+(:mod:`vla_rl.vision_pretrain`: which object each image token shows and where it is) on frames of
+its own noisy-expert episodes while the tower is cloned: trained on the action loss alone, the
+tower forgets where things are (bench/README.md). ``--dagger_rounds`` runs DAgger after cloning
 (:mod:`vla_rl.dagger`): the policy's own states, labelled by the scripted expert, join the data.
 
 The output is a policy checkpoint (:mod:`vla_rl.policy.checkpoint`), written atomically, then
@@ -54,6 +57,8 @@ class SFTConfig:
     grounding_weight: float = 0.0
     grounding_layer: int = 0  # 0: the middle of the stack
     relation_weight: float = 0.0
+    localisation_weight: float = 0.0
+    localisation_episodes: int = 100
     relabel: bool = False
     vision_lr_scale: float = 1.0
     dagger_rounds: int = 0
@@ -89,6 +94,14 @@ class SFTConfig:
         require_at_least(self.grounding_layer, 0, "--grounding_layer")
         require_at_least(self.relation_weight, 0, "--relation_weight")
         require_at_least(self.vision_lr_scale, 0, "--vision_lr_scale")
+        require_at_least(self.localisation_weight, 0, "--localisation_weight")
+        if self.localisation_weight > 0 and self.vision_lr_scale == 0:
+            raise ValueError(
+                "--localisation_weight keeps a trained vision tower's localisation; with --vision_lr_scale 0 the "
+                "tower is frozen and keeps it anyway: set --localisation_weight 0 or --vision_lr_scale > 0."
+            )
+        if self.localisation_episodes < 1:
+            raise ValueError(f"--localisation_episodes must be >= 1, got {self.localisation_episodes}.")
         if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 0:
             raise ValueError(
                 "--dagger_rounds and --dagger_max_steps must be >= 0, --dagger_episodes and --dagger_steps >= 1."
@@ -155,7 +168,11 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         state_stats=state_stats,
     )
     policy.image_size = demos.image_size
-    grounding = relation = None
+    grounding = relation = localisation = None
+    if config.localisation_weight > 0:
+        localisation = _LocalisationRetention(
+            config.vla_path, model, task_names, config.localisation_episodes, demos.image_size, config.seed
+        )
     if config.grounding_weight > 0:
         grounding = GroundingLoss.for_model(model, policy.processor.tokenizer, config.grounding_layer)
     if config.relation_weight > 0:
@@ -166,7 +183,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         visual.requires_grad_(False)
     vision_ids = {id(p) for p in visual.parameters()}
     rest = [p for p in model.parameters() if id(p) not in vision_ids]
-    rest += [p for head in (grounding, relation) if head is not None for p in head.parameters()]
+    rest += [p for head in (grounding, relation, localisation) if head is not None for p in head.parameters()]
     groups = [{"params": rest, "lr": config.learning_rate}]
     if config.vision_lr_scale > 0:
         groups.append({"params": list(visual.parameters()), "lr": config.learning_rate * config.vision_lr_scale})
@@ -207,7 +224,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
             bins = batch_tokens - policy.action_tokenizer.first_id
             targets = soft_targets(bins, config.label_sigma).to(logits.device)
             loss = bc_loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
-            aux_loss = relation_loss = None
+            aux_loss = relation_loss = localisation_loss = None
             if auxiliary:
                 batch_where, batch_grippers = where[index].to(logits.device), grippers[index].to(logits.device)
             if grounding is not None:
@@ -219,6 +236,9 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                 relation_loss = relation(hidden_states, input_ids, batch_where, batch_grippers, position=prompt_end)
                 if relation_loss is not None:
                     loss = loss + config.relation_weight * relation_loss
+            if localisation is not None:
+                localisation_loss = localisation.loss(rng, config.batch_size)
+                loss = loss + config.localisation_weight * localisation_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -234,12 +254,16 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                     row["grounding_loss"] = float(aux_loss.detach())
                 if relation_loss is not None:
                     row["relation_loss"] = float(relation_loss.detach())
+                if localisation_loss is not None:
+                    row["localisation_loss"] = float(localisation_loss.detach())
                 history.append(row)
                 postfix = {"loss": f"{ema:.3f}", "acc": f"{accuracy:.2f}"}
                 if aux_loss is not None:
                     postfix["ground"] = f"{row['grounding_loss']:.3f}"
                 if relation_loss is not None:
                     postfix["relation"] = f"{row['relation_loss']:.3f}"
+                if localisation_loss is not None:
+                    postfix["localise"] = f"{row['localisation_loss']:.3f}"
                 bar.set_postfix(**postfix)
             done_steps += 1
         bar.close()
@@ -280,6 +304,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
             ema = clone(demos, config.dagger_steps, f"DAgger round {round_index + 1}")
     train_seconds = time.perf_counter() - start
     model.eval()
+    retained = {} if localisation is None else {"localisation_heldout": localisation.heldout_figures()}
     with atomic_directory(config.out, config.overwrite) as tmp:
         policy.tasks = demos.tasks
         save_policy(policy, tmp)
@@ -291,6 +316,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                     "train_seconds": train_seconds,
                     "history": history,
                     "dagger": rounds,
+                    **retained,
                 },
                 f,
                 indent=2,
@@ -298,6 +324,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     summary = {
         "samples": len(demos.actions),
         "train_seconds": train_seconds,
+        **retained,
         "final_loss": ema,
         "tasks": demos.tasks,
         "out": config.out,
@@ -309,6 +336,56 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         with open(os.path.join(config.out, "sft_eval.json"), "w") as f:
             json.dump(summary["eval"], f, indent=2)
     return summary
+
+
+class _LocalisationRetention:
+    """Vision pretraining's loss, kept during cloning: a fresh per-token head (trained with the
+    policy, not saved) reads every palette object's visibility and position, and the gripper's,
+    from the tower's merged image tokens of noisy-expert frames recorded here (the vision
+    pretraining's recording, on the cloned tasks' training seeds), with a held-out set to report."""
+
+    def __init__(self, vla_path: str, model, tasks: list[str], episodes: int, image_size: int, seed: int):
+        import torch
+
+        from vla_rl import seed_ranges
+        from vla_rl.qwen.processor import QwenImageProcessor
+        from vla_rl.vision_pretrain import LocalisationHead, record
+
+        self.visual = model.model.visual
+        self.device = next(model.parameters()).device
+        self.image_processor = QwenImageProcessor.from_pretrained(vla_path)
+        cell = self.image_processor.patch_size * self.image_processor.merge_size
+        started = time.perf_counter()
+        self.data = record(tasks, episodes, image_size, cell, seed, 0.15, 1000)
+        self.heldout = record(tasks, max(2, episodes // 10), image_size, cell, seed_ranges.HELDOUT + seed, 0.15, 1000)
+        print(
+            f"localisation retention: {len(self.data['images'])} frames of {episodes} noisy-expert episodes per task "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        self.head = LocalisationHead(model.config.get_text_config().hidden_size, self.device)
+        self.visible = torch.from_numpy(self.data["visible"]).float()
+        self.positions = torch.from_numpy(self.data["positions"])
+
+    def parameters(self):
+        return self.head.linear.parameters()
+
+    def loss(self, rng, batch: int):
+        from vla_rl.vision_pretrain import LocalisationHead, vision_tokens
+
+        index = rng.integers(0, len(self.data["images"]), batch)
+        tokens = vision_tokens(self.visual, self.image_processor, self.data["images"][index], self.device)
+        pred = self.head(tokens, len(index))
+        loss, _, _ = LocalisationHead.loss(
+            pred, self.visible[index].to(self.device), self.positions[index].to(self.device)
+        )
+        return loss
+
+    def heldout_figures(self) -> dict:
+        """Held-out cell F1 and mean xy errors (cm) of the head on the cloned tower."""
+        from vla_rl.vision_pretrain import evaluate
+
+        return evaluate(self.visual, self.head, self.image_processor, self.heldout, self.device)
 
 
 def _short_task(env_id: str) -> str:
@@ -350,6 +427,19 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults.relation_weight,
         help="weight of the relation loss at the last prompt position: how the named object stands to the gripper "
         "and to its destination (vla_rl.grounding.RelationLoss; 0: off; needs demos with colour_positions)",
+    )
+    parser.add_argument(
+        "--localisation_weight",
+        type=float,
+        default=defaults.localisation_weight,
+        help="weight of the vision pretraining's localisation loss on the tower while it is cloned "
+        "(vla_rl.vision_pretrain; 0: off; needs --vision_lr_scale > 0)",
+    )
+    parser.add_argument(
+        "--localisation_episodes",
+        type=int,
+        default=defaults.localisation_episodes,
+        help="noisy-expert episodes per task recorded for --localisation_weight",
     )
     parser.add_argument(
         "--relabel",

@@ -73,6 +73,8 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
             eval_episodes=2,
             grounding_weight=1.0,
             relation_weight=1.0,
+            localisation_weight=1.0,
+            localisation_episodes=1,
             dagger_rounds=1,
             dagger_episodes=2,
             dagger_steps=2,
@@ -90,6 +92,10 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
     history = json.load(open(os.path.join(out, "sft_summary.json")))["history"]
     assert history[0]["step"] == 0  # the demos record colour positions, so both auxiliary losses ran
     assert np.isfinite(history[0]["grounding_loss"]) and history[0]["relation_loss"] > 0
+    # The tower kept vision pretraining's objective, and its held-out figures are reported.
+    assert history[0]["localisation_loss"] > 0
+    assert 0 <= summary["localisation_heldout"]["cell_f1"] <= 1
+    assert summary["localisation_heldout"]["gripper_xy_error_cm"] > 0
     # One DAgger round: 2 policy episodes cut at 3 steps (reach takes longer) add 6 labelled states.
     dagger = json.load(open(os.path.join(out, "sft_summary.json")))["dagger"]
     recorded = len(Demonstrations.load([demos]).actions)
@@ -116,6 +122,12 @@ def test_sft_rejects_bad_input_before_loading(demos, tiny_qwen, tmp_path):
         train_sft(SFTConfig(data=[str(tmp_path)], vla_path=tiny_qwen, out=str(tmp_path / "o")))
     with pytest.raises(ValueError, match="--dagger_tasks push: not among the demonstrations' tasks"):
         train_sft(SFTConfig(data=[demos], vla_path=tiny_qwen, out=str(tmp_path / "o"), dagger_tasks=["push"]))
+    with pytest.raises(ValueError, match="--localisation_weight .* --vision_lr_scale"):
+        train_sft(
+            SFTConfig(
+                data=[demos], vla_path=tiny_qwen, out=str(tmp_path / "o"), localisation_weight=1, vision_lr_scale=0
+            )
+        )
     assert not os.path.exists(tmp_path / "o")
 
 
