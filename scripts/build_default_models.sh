@@ -8,8 +8,9 @@
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
 #   3. pretrain its vision tower on simulator labels (which colour is where: vla_rl.vision_pretrain),
 #   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
-#      loss (the vision tower trained too, at VLA_VISION_LR_SCALE x the learning rate), then two
-#      DAgger rounds (on every task but reach), and evaluate it on held-out seeds.
+#      loss (the vision tower trained too, at VLA_VISION_LR_SCALE x the learning rate; with
+#      VLA_LOCALISATION_WEIGHT > 0 it keeps step 3's loss meanwhile), then two DAgger rounds (on
+#      every task but reach), and evaluate it on held-out seeds.
 # Stage "prm" (assets/models/prm-small):
 #   1. simulator-labelled PRM datasets: perturbed experts (noise levels, decoy targets), and the
 #      policy's own rollouts (PRM_POLICY_STATES initial states per task, 4 rollouts each of the vla
@@ -52,6 +53,7 @@ DAGGER_TASKS="${DAGGER_TASKS:-${default_dagger_tasks:-$TASKS}}"  # VLA: the task
                                         # (default: all but reach, which keeps room for RL)
 VISION_EPISODES="${VISION_EPISODES:-300}"   # VLA vision pretraining: noisy-expert episodes per task
 VLA_VISION_LR_SCALE="${VLA_VISION_LR_SCALE:-1}"  # VLA cloning: vision tower learning rate / the rest's (0 freezes it)
+VLA_LOCALISATION_WEIGHT="${VLA_LOCALISATION_WEIGHT:-0}"  # VLA cloning: weight of vision pretraining's loss kept on the tower
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
 THREADS="${THREADS:-}"                  # torch CPU threads per stage (empty: torch's default, one per core)
 VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
@@ -100,6 +102,10 @@ done
 if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]] || [ "$PRM_POLICY_STATES" -eq 1 ]; then
     echo "error: PRM_POLICY_STATES must be 0 (no policy rollouts) or a whole number >= 2 (each task needs a" \
         "training and a validation state), got '$PRM_POLICY_STATES'." >&2
+    exit 2
+fi
+if ! [[ "$VLA_LOCALISATION_WEIGHT" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    echo "error: VLA_LOCALISATION_WEIGHT must be a number >= 0 (0: off), got '$VLA_LOCALISATION_WEIGHT'." >&2
     exit 2
 fi
 if ! [[ "$VLA_VISION_LR_SCALE" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
@@ -159,7 +165,7 @@ if [[ " $STAGES " == *" vla "* ]]; then
         "${VLA_VISION_LR_SCALE}x the learning rate) + closed-loop eval" \
         "on $EVAL_EPISODES held-out seeds per task"
     "$PYTHON" -m vla_rl.sft --data "${demo_dirs[@]}" --vla_path "$WORK/vla-vision" --out "$VLA_OUT" --steps "$SFT_STEPS" \
-        --vision_lr_scale "$VLA_VISION_LR_SCALE" --relabel True --grounding_weight 1 --dagger_rounds "$DAGGER_ROUNDS" --dagger_episodes 100 \
+        --vision_lr_scale "$VLA_VISION_LR_SCALE" --localisation_weight "$VLA_LOCALISATION_WEIGHT" --relabel True --grounding_weight 1 --dagger_rounds "$DAGGER_ROUNDS" --dagger_episodes 100 \
         --dagger_tasks $DAGGER_TASKS --dagger_steps 1000 --seed "$SEED" --eval_episodes "$EVAL_EPISODES" --overwrite
     echo "built $VLA_OUT in $(( $(date +%s) - start )) s ($(du -sh "$VLA_OUT" | cut -f1))"
 fi
