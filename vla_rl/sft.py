@@ -19,7 +19,8 @@ last prompt position (how the named object stands to the gripper and to its dest
 which the next action follows). ``--localisation_weight`` keeps the vision pretraining's objective
 (:mod:`vla_rl.vision_pretrain`: which object each image token shows and where it is) on frames of
 its own noisy-expert episodes while the tower is cloned: trained on the action loss alone, the
-tower forgets where things are (bench/README.md). ``--dagger_rounds`` runs DAgger after cloning
+tower forgets where things are — but keeping it did not make a better policy on the default tasks
+(bench/README.md, "What reaches the action"). ``--dagger_rounds`` runs DAgger after cloning
 (:mod:`vla_rl.dagger`): the policy's own states, labelled by the scripted expert, join the data.
 
 The output is a policy checkpoint (:mod:`vla_rl.policy.checkpoint`), written atomically, then
