@@ -292,7 +292,9 @@ def _errors(pred: np.ndarray, truth: np.ndarray) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vla_path", nargs="+", required=True, help="policy checkpoints to probe")
+    parser.add_argument(
+        "--vla_path", nargs="+", required=True, help="policies to probe (checkpoint, training iter_N/ or run dir)"
+    )
     parser.add_argument("--tasks", nargs="+", default=["push"], help="tasks whose frames are probed (each separately)")
     parser.add_argument("--episodes", type=int, default=200, help="noisy-expert episodes per task")
     parser.add_argument("--seed_base", type=int, default=seed_ranges.HELDOUT, help="first episode seed (held out)")
@@ -318,8 +320,10 @@ def main() -> None:
 
     for task in args.tasks:
         envs.task_id(task)  # a clear error for an unknown task before anything loads
+    from vla_rl.checkpointing import resolve_policy_path
     from vla_rl.qwen.loading import read_checkpoint_config
 
+    args.vla_path = [resolve_policy_path(path) for path in args.vla_path]  # run and iter_N dirs too
     for path in args.vla_path:
         read_checkpoint_config(path, "--vla_path")
     start = time.perf_counter()
