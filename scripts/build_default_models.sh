@@ -104,15 +104,14 @@ if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]] || [ "$PRM_POLICY_STATES" -eq 1 ]; t
         "training and a validation state), got '$PRM_POLICY_STATES'." >&2
     exit 2
 fi
-if ! [[ "$VLA_LOCALISATION_WEIGHT" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
-    echo "error: VLA_LOCALISATION_WEIGHT must be a number >= 0 (0: off), got '$VLA_LOCALISATION_WEIGHT'." >&2
-    exit 2
-fi
-if ! [[ "$VLA_VISION_LR_SCALE" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
-    echo "error: VLA_VISION_LR_SCALE must be a number >= 0 (0 freezes the vision tower in cloning), got" \
-        "'$VLA_VISION_LR_SCALE'." >&2
-    exit 2
-fi
+require_number() {  # require_number NAME MEANING_OF_0: the variable NAME must be a number >= 0
+    if ! [[ "${!1}" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+        echo "error: $1 must be a number >= 0 ($2), got '${!1}'." >&2
+        exit 2
+    fi
+}
+require_number VLA_LOCALISATION_WEIGHT "0: off"
+require_number VLA_VISION_LR_SCALE "0 freezes the vision tower in cloning"
 if [ -n "$THREADS" ]; then
     if ! [[ "$THREADS" =~ ^[1-9][0-9]*$ ]]; then
         echo "error: THREADS must be a whole number >= 1 (torch CPU threads per stage), got '$THREADS'." >&2
