@@ -46,6 +46,14 @@ def task_id(name: str) -> str:
     raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)} or {list(ENV_IDS)}.")
 
 
+def task_name(env_id: str) -> str:
+    """Short name of a built-in task given its Gymnasium id (other ids come back unchanged)."""
+    for name, (task_env_id, _, _) in TASKS.items():
+        if task_env_id == env_id:
+            return name
+    return env_id
+
+
 def make_vector_env(task: str, num_envs: int, asynchronous: bool = True, context: str = "spawn", **env_kwargs):
     """A Gymnasium vector env of ``num_envs`` copies of a task (short name or id).
 

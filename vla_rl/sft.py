@@ -101,8 +101,7 @@ class SFTConfig:
                 "--localisation_weight keeps a trained vision tower's localisation; with --vision_lr_scale 0 the "
                 "tower is frozen and keeps it anyway: set --localisation_weight 0 or --vision_lr_scale > 0."
             )
-        if self.localisation_episodes < 1:
-            raise ValueError(f"--localisation_episodes must be >= 1, got {self.localisation_episodes}.")
+        require_at_least(self.localisation_episodes, 1, "--localisation_episodes")
         if self.dagger_rounds < 0 or self.dagger_episodes < 1 or self.dagger_steps < 1 or self.dagger_max_steps < 0:
             raise ValueError(
                 "--dagger_rounds and --dagger_max_steps must be >= 0, --dagger_episodes and --dagger_steps >= 1."
@@ -114,6 +113,9 @@ class SFTConfig:
             raise ValueError(f"--eval_episodes must be >= 0, got {self.eval_episodes}.")
         if os.path.exists(self.out) and not self.overwrite:
             raise FileExistsError(f"--out {self.out} already exists; pass --overwrite to replace it.")
+
+
+_POSTFIX_NAMES = {"grounding_loss": "ground", "relation_loss": "relation", "localisation_loss": "localise"}
 
 
 def soft_targets(bins, sigma: float, num_bins: int = 256):
@@ -132,6 +134,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     import torch
     from tqdm import tqdm
 
+    import envs
     from vla_rl.atomic import atomic_directory
     from vla_rl.grounding import GroundingLoss, RelationLoss
     from vla_rl.policy.action_tokenizer import ActionStats, ActionTokenizer
@@ -139,6 +142,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     from vla_rl.policy.vla import VLAPolicy
     from vla_rl.qwen.loading import load_model, read_checkpoint_config
     from vla_rl.qwen.processor import QwenImageTextProcessor
+    from vla_rl.vision_pretrain import LocalisationRetention
 
     config.validate()
     read_checkpoint_config(config.vla_path, "--vla_path")
@@ -147,7 +151,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     demos = Demonstrations.load(config.data, config.labels, config.tasks, config.relabel)
-    task_names = [_short_task(t) for t in demos.tasks]
+    task_names = [envs.task_name(t) for t in demos.tasks]
     unknown = sorted(set(config.dagger_tasks or []) - set(task_names))
     if unknown:
         raise ValueError(f"--dagger_tasks {' '.join(unknown)}: not among the demonstrations' tasks {task_names}.")
@@ -171,7 +175,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     policy.image_size = demos.image_size
     grounding = relation = localisation = None
     if config.localisation_weight > 0:
-        localisation = _LocalisationRetention(
+        localisation = LocalisationRetention(
             config.vla_path, model, task_names, config.localisation_episodes, demos.image_size, config.seed
         )
     if config.grounding_weight > 0:
@@ -203,6 +207,12 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     done_steps = 0
 
+    weights = {
+        "grounding_loss": config.grounding_weight,
+        "relation_loss": config.relation_weight,
+        "localisation_loss": config.localisation_weight,
+    }
+
     def clone(data: Demonstrations, steps: int, desc: str) -> float:
         """``steps`` optimiser steps of behaviour cloning on ``data``; the final smoothed loss."""
         nonlocal done_steps
@@ -225,21 +235,21 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
             bins = batch_tokens - policy.action_tokenizer.first_id
             targets = soft_targets(bins, config.label_sigma).to(logits.device)
             loss = bc_loss = -(targets * torch.log_softmax(logits, -1)).sum(-1).mean()
-            aux_loss = relation_loss = localisation_loss = None
+            auxiliary_losses = {}  # history name -> this batch's loss, for the losses that apply to it
             if auxiliary:
                 batch_where, batch_grippers = where[index].to(logits.device), grippers[index].to(logits.device)
             if grounding is not None:
-                aux_loss = grounding(hidden_states, input_ids, batch_where, batch_grippers)
-                if aux_loss is not None:
-                    loss = loss + config.grounding_weight * aux_loss
+                auxiliary_losses["grounding_loss"] = grounding(hidden_states, input_ids, batch_where, batch_grippers)
             if relation is not None:
                 prompt_end = -(batch_tokens.shape[1] + 1)  # the last prompt position, before the action tokens
-                relation_loss = relation(hidden_states, input_ids, batch_where, batch_grippers, position=prompt_end)
-                if relation_loss is not None:
-                    loss = loss + config.relation_weight * relation_loss
+                auxiliary_losses["relation_loss"] = relation(
+                    hidden_states, input_ids, batch_where, batch_grippers, position=prompt_end
+                )
             if localisation is not None:
-                localisation_loss = localisation.loss(rng, config.batch_size)
-                loss = loss + config.localisation_weight * localisation_loss
+                auxiliary_losses["localisation_loss"] = localisation.loss(rng, config.batch_size)
+            auxiliary_losses = {name: value for name, value in auxiliary_losses.items() if value is not None}
+            for name, value in auxiliary_losses.items():
+                loss = loss + weights[name] * value
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -251,20 +261,10 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
             ema = value if ema is None else 0.98 * ema + 0.02 * value
             if done_steps % 50 == 0 or done_steps == total_steps - 1:
                 row = {"step": done_steps, "loss": value, "token_accuracy": accuracy}
-                if aux_loss is not None:
-                    row["grounding_loss"] = float(aux_loss.detach())
-                if relation_loss is not None:
-                    row["relation_loss"] = float(relation_loss.detach())
-                if localisation_loss is not None:
-                    row["localisation_loss"] = float(localisation_loss.detach())
+                row.update({name: float(value.detach()) for name, value in auxiliary_losses.items()})
                 history.append(row)
                 postfix = {"loss": f"{ema:.3f}", "acc": f"{accuracy:.2f}"}
-                if aux_loss is not None:
-                    postfix["ground"] = f"{row['grounding_loss']:.3f}"
-                if relation_loss is not None:
-                    postfix["relation"] = f"{row['relation_loss']:.3f}"
-                if localisation_loss is not None:
-                    postfix["localise"] = f"{row['localisation_loss']:.3f}"
+                postfix.update({_POSTFIX_NAMES[name]: f"{row[name]:.3f}" for name in auxiliary_losses})
                 bar.set_postfix(**postfix)
             done_steps += 1
         bar.close()
@@ -337,65 +337,6 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         with open(os.path.join(config.out, "sft_eval.json"), "w") as f:
             json.dump(summary["eval"], f, indent=2)
     return summary
-
-
-class _LocalisationRetention:
-    """Vision pretraining's loss, kept during cloning: a fresh per-token head (trained with the
-    policy, not saved) reads every palette object's visibility and position, and the gripper's,
-    from the tower's merged image tokens of noisy-expert frames recorded here (the vision
-    pretraining's recording, on the cloned tasks' training seeds), with a held-out set to report."""
-
-    def __init__(self, vla_path: str, model, tasks: list[str], episodes: int, image_size: int, seed: int):
-        import torch
-
-        from vla_rl import seed_ranges
-        from vla_rl.qwen.processor import QwenImageProcessor
-        from vla_rl.vision_pretrain import LocalisationHead, record
-
-        self.visual = model.model.visual
-        self.device = next(model.parameters()).device
-        self.image_processor = QwenImageProcessor.from_pretrained(vla_path)
-        cell = self.image_processor.patch_size * self.image_processor.merge_size
-        started = time.perf_counter()
-        self.data = record(tasks, episodes, image_size, cell, seed, 0.15, 1000)
-        self.heldout = record(tasks, max(2, episodes // 10), image_size, cell, seed_ranges.HELDOUT + seed, 0.15, 1000)
-        print(
-            f"localisation retention: {len(self.data['images'])} frames of {episodes} noisy-expert episodes per task "
-            f"({time.perf_counter() - started:.0f} s)",
-            flush=True,
-        )
-        self.head = LocalisationHead(model.config.get_text_config().hidden_size, self.device)
-        self.visible = torch.from_numpy(self.data["visible"]).float()
-        self.positions = torch.from_numpy(self.data["positions"])
-
-    def parameters(self):
-        return self.head.linear.parameters()
-
-    def loss(self, rng, batch: int):
-        from vla_rl.vision_pretrain import LocalisationHead, vision_tokens
-
-        index = rng.integers(0, len(self.data["images"]), batch)
-        tokens = vision_tokens(self.visual, self.image_processor, self.data["images"][index], self.device)
-        pred = self.head(tokens, len(index))
-        loss, _, _ = LocalisationHead.loss(
-            pred, self.visible[index].to(self.device), self.positions[index].to(self.device)
-        )
-        return loss
-
-    def heldout_figures(self) -> dict:
-        """Held-out cell F1 and mean xy errors (cm) of the head on the cloned tower."""
-        from vla_rl.vision_pretrain import evaluate
-
-        return evaluate(self.visual, self.head, self.image_processor, self.heldout, self.device)
-
-
-def _short_task(env_id: str) -> str:
-    import envs
-
-    for name, (task_env_id, _, _) in envs.TASKS.items():
-        if task_env_id == env_id:
-            return name
-    return env_id
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -187,6 +187,51 @@ def evaluate(visual, head, image_processor, data: dict, device, batch: int = 128
     return result
 
 
+class LocalisationRetention:
+    """Vision pretraining's loss, kept on the tower while ``vla_rl.sft --localisation_weight``
+    clones it: a fresh per-token head (trained with the policy, not saved) reads every palette
+    object's visibility and position, and the gripper's, from the tower's merged image tokens of
+    noisy-expert frames recorded here (:func:`record`, on the cloned tasks' training seeds), with a
+    held-out set to report."""
+
+    def __init__(self, vla_path: str, model, tasks: list[str], episodes: int, image_size: int, seed: int):
+        import torch
+
+        from vla_rl.qwen.processor import QwenImageProcessor
+
+        self.visual = model.model.visual
+        self.device = next(model.parameters()).device
+        self.image_processor = QwenImageProcessor.from_pretrained(vla_path)
+        cell = self.image_processor.patch_size * self.image_processor.merge_size
+        started = time.perf_counter()
+        self.data = record(tasks, episodes, image_size, cell, seed, 0.15, 1000)
+        self.heldout = record(tasks, max(2, episodes // 10), image_size, cell, seed_ranges.HELDOUT + seed, 0.15, 1000)
+        print(
+            f"localisation retention: {len(self.data['images'])} frames of {episodes} noisy-expert episodes per task "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        self.head = LocalisationHead(model.config.get_text_config().hidden_size, self.device)
+        self.visible = torch.from_numpy(self.data["visible"]).float()
+        self.positions = torch.from_numpy(self.data["positions"])
+
+    def parameters(self):
+        return self.head.linear.parameters()
+
+    def loss(self, rng, batch: int):
+        index = rng.integers(0, len(self.data["images"]), batch)
+        tokens = vision_tokens(self.visual, self.image_processor, self.data["images"][index], self.device)
+        pred = self.head(tokens, len(index))
+        loss, _, _ = LocalisationHead.loss(
+            pred, self.visible[index].to(self.device), self.positions[index].to(self.device)
+        )
+        return loss
+
+    def heldout_figures(self) -> dict:
+        """Held-out cell F1 and mean xy errors (cm) of the head on the cloned tower."""
+        return evaluate(self.visual, self.head, self.image_processor, self.heldout, self.device)
+
+
 def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict:
     """Train the vision tower of ``config.vla_path``; the checkpoint with it goes to ``config.out``."""
     import torch

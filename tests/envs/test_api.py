@@ -178,3 +178,9 @@ def test_render_obs_false_gives_blank_images_but_render_works(make_env):
     obs, _ = env.reset(seed=0)
     assert not obs[keys.IMAGE].any()
     assert env.render().any()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_name_inverts_task_id(task):
+    assert envs.task_name(envs.task_id(task)) == task
+    assert envs.task_name("VLARL/MetaWorld-v0") == "VLARL/MetaWorld-v0"  # ids without a short name stay as they are
