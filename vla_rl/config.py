@@ -228,6 +228,13 @@ class PPOConfig:
         default="sample",
         metadata={"help": "grpo/rloo: sample (every action weighs the same) | episode (every episode does)"},
     )
+    group_credit: str = field(
+        default="episode",
+        metadata={
+            "help": "grpo/rloo: episode (every step gets its episode's advantage) | to_go (each step's "
+            "reward-to-go against the group: the PRM's shaping credits the steps after which it rose)"
+        },
+    )
     total_episodes: int = field(default=400, metadata={"help": "stop after this many finished episodes"})
     max_iterations: int = field(default=0, metadata={"help": "stop after this many iterations (0: no limit)"})
     num_epochs: int = field(default=2, metadata={"help": "PPO epochs per iteration"})
@@ -262,7 +269,7 @@ class PPOConfig:
         return self.learning_rate * left
 
     def validate(self) -> None:
-        from vla_rl.ppo import ADVANTAGE_ESTIMATORS
+        from vla_rl.ppo import ADVANTAGE_ESTIMATORS, GROUP_CREDITS
 
         require_at_least(self.num_steps, 1, "--num_steps")
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
@@ -275,6 +282,11 @@ class PPOConfig:
             raise ValueError(
                 f"--loss_aggregation must be sample, or episode with --advantage_estimator grpo|rloo; "
                 f"got {self.loss_aggregation!r} with {self.advantage_estimator}."
+            )
+        if self.group_credit not in (GROUP_CREDITS if self.grouped else ("episode",)):
+            raise ValueError(
+                f"--group_credit must be one of {', '.join(GROUP_CREDITS)}, and to_go needs --advantage_estimator "
+                f"grpo|rloo; got {self.group_credit!r} with {self.advantage_estimator}."
             )
         require_at_least(self.total_episodes, 1, "--total_episodes")
         require_at_least(self.max_iterations, 0, "--max_iterations")

@@ -49,10 +49,16 @@ def compute_gae(
 
 
 ADVANTAGE_ESTIMATORS = ("gae", "grpo", "rloo")
+GROUP_CREDITS = ("episode", "to_go")
 
 
 def group_advantages(
-    rewards: torch.Tensor, valid: torch.Tensor, group_size: int, estimator: str = "grpo", eps: float = 1e-6
+    rewards: torch.Tensor,
+    valid: torch.Tensor,
+    group_size: int,
+    estimator: str = "grpo",
+    credit: str = "episode",
+    eps: float = 1e-6,
 ) -> torch.Tensor:
     """Group-relative advantages of episodic rollouts, ``(T, N)``.
 
@@ -60,11 +66,21 @@ def group_advantages(
     started from the same initial state. An episode's return ``R`` (the sum of its valid
     rewards) is compared with its group's: ``grpo`` gives ``(R - mean) / std`` (GRPO), ``rloo``
     gives ``R`` minus the mean of the other episodes of the group (RLOO). Every valid step of
-    the episode gets that value; a group whose returns are all equal gives zero (it holds no
-    signal about which actions were better).
+    the episode gets that value (``credit="episode"``); a group whose returns are all equal gives
+    zero (it holds no signal about which actions were better).
+
+    ``credit="to_go"`` scores each step by its reward-to-go ``G_t`` (the episode's rewards from
+    that step on) against the same group baseline: the episode's score less the rewards before
+    the step, in the score's units (``(G_t - mean) / std``; ``G_t`` minus the others' mean). The
+    rewards before an action do not depend on it, so this is the same gradient in expectation
+    with less noise; with the PRM's potential shaping ``G_t`` is the success plus the progress
+    the PRM sees from that step on, so each step is credited with what followed it (the PRM's
+    score acts as a per-step baseline) rather than the whole episode's.
     """
     if estimator not in ("grpo", "rloo"):
         raise ValueError(f"group advantages are 'grpo' or 'rloo', not {estimator!r}.")
+    if credit not in GROUP_CREDITS:
+        raise ValueError(f"group credit is one of {GROUP_CREDITS}, not {credit!r}.")
     mask = valid.to(rewards.dtype)
     returns = (rewards * mask).sum(0)
     if returns.numel() % group_size:
@@ -76,8 +92,17 @@ def group_advantages(
         scores = (grouped - mean) / (spread + eps)
     else:
         scores = (grouped - mean) * group_size / (group_size - 1)  # R_i - mean of the others
-    scores = torch.where(spread > eps, scores, torch.zeros_like(scores))
-    return scores.reshape(1, -1) * mask
+
+    def per_episode(per_group: torch.Tensor) -> torch.Tensor:  # (groups, 1) -> (1, N), under each episode
+        return per_group.expand_as(grouped).reshape(1, -1)
+
+    signal = per_episode(spread > eps)
+    scores = torch.where(signal, scores.reshape(1, -1), 0.0)
+    if credit == "to_go":
+        unit = per_episode(spread + eps if estimator == "grpo" else torch.ones_like(spread))
+        before = torch.cumsum(rewards * mask, 0) - rewards * mask  # the valid rewards before each step
+        scores = torch.where(signal, scores - before / unit, 0.0)
+    return scores * mask
 
 
 def episode_weights(valid: torch.Tensor) -> torch.Tensor:

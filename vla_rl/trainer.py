@@ -335,7 +335,9 @@ def train(config: TrainConfig) -> dict:
             )
             samples = None
             if grouped:
-                advantages = group_advantages(rewards, valid, config.ppo.group_size, config.ppo.advantage_estimator)
+                advantages = group_advantages(
+                    rewards, valid, config.ppo.group_size, config.ppo.advantage_estimator, config.ppo.group_credit
+                )
                 if config.ppo.loss_aggregation == "episode":  # a long episode's actions count less each
                     advantages = advantages * episode_weights(valid)
                 # Episodes of groups whose returns tie carry no policy gradient: they are left out of the update.

@@ -98,6 +98,8 @@ def test_flags_land_in_their_components(tiny_qwen):
         (["--advantage_estimator", "grpo", "--group_size", "1"], "--group_size"),
         (["--loss_aggregation", "episode"], "--loss_aggregation must be sample, or episode with"),
         (["--advantage_estimator", "grpo", "--loss_aggregation", "token"], "--loss_aggregation"),
+        (["--group_credit", "to_go"], "to_go needs --advantage_estimator grpo|rloo"),
+        (["--advantage_estimator", "rloo", "--group_credit", "step"], "--group_credit must be one of episode, to_go"),
         (["--advantage_estimator", "grpo", "--num_envs", "6"], "--num_envs (6) must be a multiple of --group_size"),
         (["--advantage_estimator", "rloo", "--num_envs", "4"], "one group per task at least (2 tasks)"),
         (["--handover_probability", "1.5"], "--handover_probability"),

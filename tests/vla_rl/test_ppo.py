@@ -113,6 +113,31 @@ def test_group_advantages_grpo_and_rloo_by_hand():
     assert rloo[0].tolist() == pytest.approx([3.0, -3.0, 0.0, 0.0])  # R_i minus the other episode's R
 
 
+def test_reward_to_go_credit_leaves_out_the_rewards_before_each_step():
+    # The case above: episode 0 rewards 0, 1, 2 (return 3), episode 1 rewards 0 then ends (0).
+    rewards = torch.tensor([[0.0, 0.0, 0.5, 0.2], [1.0, 7.0, 0.0, 0.3], [2.0, 0.0, 0.0, 0.0]])
+    valid = torch.tensor([[True, True, True, True], [True, False, True, True], [True, False, False, False]])
+    grpo = group_advantages(rewards, valid, group_size=2, estimator="grpo", credit="to_go")
+    # Rewards-to-go of episode 0: 3, 3, 2; against the group's mean 1.5 and std 1.5.
+    assert grpo[:, 0].tolist() == pytest.approx([1.0, 1.0, 1 / 3], abs=1e-5)
+    assert grpo[:, 1].tolist() == pytest.approx([-1.0, 0.0, 0.0], abs=1e-5)
+    assert torch.equal(grpo[:, 2:], torch.zeros(3, 2))  # a tied group still holds no signal
+    rloo = group_advantages(rewards, valid, group_size=2, estimator="rloo", credit="to_go")
+    assert rloo[:, 0].tolist() == pytest.approx([3.0, 3.0, 2.0])  # G_t minus the other episode's return (0)
+    assert rloo[:, 1].tolist() == pytest.approx([-3.0, 0.0, 0.0])
+    # Potential shaping (the PRM's score p: 0 -> 0.5 -> 0.9, then success with terminal potential 0):
+    # each step's reward-to-go is the success plus what the score does from that step on.
+    shaped = torch.tensor([[0.5, 0.0], [0.4, 0.2], [1.0 - 0.9, 0.0]])  # episode 1: 0 -> 0 -> 0.2 -> 0.2
+    adv = group_advantages(shaped, torch.ones(3, 2, dtype=torch.bool), group_size=2, estimator="rloo", credit="to_go")
+    assert adv[:, 0].tolist() == pytest.approx([1.0 - 0.2, 0.5 - 0.2, 0.1 - 0.2])
+    assert adv[:, 1].tolist() == pytest.approx([0.2 - 1.0, 0.2 - 1.0, 0.0 - 1.0])
+    # The first step's advantage is the episode's (credit="episode" gives it to every step).
+    episode = group_advantages(shaped, torch.ones(3, 2, dtype=torch.bool), group_size=2, estimator="rloo")
+    assert torch.allclose(episode[0], adv[0]) and torch.allclose(episode, episode[:1].expand(3, 2))
+    with pytest.raises(ValueError, match="credit"):
+        group_advantages(shaped, torch.ones(3, 2, dtype=torch.bool), group_size=2, credit="step")
+
+
 def test_rloo_subtracts_the_mean_of_the_other_episodes():
     rewards = torch.tensor([[3.0, 0.0, 0.0]])
     adv = group_advantages(rewards, torch.ones(1, 3, dtype=torch.bool), group_size=3, estimator="rloo")

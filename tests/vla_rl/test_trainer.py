@@ -227,11 +227,13 @@ def test_a_rollout_without_any_reward_leaves_the_policy_alone(tiny_qwen, tmp_pat
     assert moved["True"] == 0 and moved["False"] > 0
 
 
-@pytest.mark.parametrize("estimator, aggregation", [("grpo", "sample"), ("rloo", "episode")])
-def test_group_relative_advantages_train_on_whole_episodes(tiny_qwen, tmp_path, estimator, aggregation):
+@pytest.mark.parametrize(
+    "estimator, aggregation, credit", [("grpo", "sample", "episode"), ("rloo", "episode", "to_go")]
+)
+def test_group_relative_advantages_train_on_whole_episodes(tiny_qwen, tmp_path, estimator, aggregation, credit):
     from safetensors.torch import load_file
 
-    flags = ["--advantage_estimator", estimator, "--num_envs", "4", "--group_size", "2"]
+    flags = ["--advantage_estimator", estimator, "--num_envs", "4", "--group_size", "2", "--group_credit", credit]
     config = one_rewarded_iteration(tiny_qwen, tmp_path, *flags, "--loss_aggregation", aggregation)
     summary = train(config)
     (row,) = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
