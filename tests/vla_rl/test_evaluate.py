@@ -1,0 +1,27 @@
+import math
+
+import pytest
+
+from vla_rl.evaluate import success_interval
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval written out (Wilson, 1927)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k, n", [(118, 200), (58, 200), (1, 20), (7, 50)])
+def test_success_interval_is_the_wilson_interval(k, n):
+    assert success_interval(k, n) == pytest.approx(wilson(k, n), abs=1e-9)
+
+
+def test_success_interval_at_the_edges_and_its_width_at_200_seeds():
+    low, high = success_interval(0, 20)
+    assert low == 0.0 and 0.15 < high < 0.17  # nothing seen in 20 seeds still allows ~16 %
+    low, high = success_interval(50, 50)
+    assert high == 1.0 and 0.92 < low < 0.94
+    low, high = success_interval(60, 200)  # 30 % over 200 seeds: about +-6.5 points
+    assert 0.06 < (high - low) / 2 < 0.07
