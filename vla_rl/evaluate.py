@@ -190,14 +190,21 @@ def evaluate_policy(
     progress: bool = True,
     greedy_decoding: str = "mean",
     prm_image_size: int | None = None,
+    sampling_seed: int = 0,
 ) -> dict:
     """Success rate per task over ``episodes`` seeds each (``seed_base ..``); a summary dict.
-    ``greedy`` decodes deterministically (``greedy_decoding``: see :meth:`VLAPolicy.act`). The
-    video frames ``prm`` scores are rendered at ``prm_image_size`` where that is set."""
+    ``greedy`` decodes deterministically (``greedy_decoding``: see :meth:`VLAPolicy.act`);
+    otherwise each task's actions are sampled from torch's generator seeded with
+    ``sampling_seed`` (the caller's random state is left as it was), so a sampled evaluation
+    repeats on one machine and a task's figure does not depend on which tasks came before it.
+    The video frames ``prm`` scores are rendered at ``prm_image_size`` where that is set."""
+    import torch
     from tqdm import tqdm
 
     seeds = list(range(seed_base, seed_base + episodes))
     summary: dict = {"seeds": [seeds[0], seeds[-1]], "greedy": greedy, "tasks": {}}
+    if not greedy:
+        summary["sampling_seed"] = sampling_seed
     if greedy:
         summary["greedy_decoding"] = greedy_decoding
     else:
@@ -214,20 +221,22 @@ def evaluate_policy(
                 bar.set_postfix(task=task, success=f"{np.mean(successes):.2f}")
 
             keep = videos_per_task if video_dir else 0
-            records = run_episodes(
-                policy,
-                task,
-                seeds,
-                image_size,
-                num_envs,
-                greedy,
-                temperature,
-                max_env_length,
-                keep_frames=keep,
-                on_episode=count,
-                greedy_decoding=greedy_decoding,
-                prm_image_size=prm_image_size if prm is not None and video_dir else None,
-            )
+            with torch.random.fork_rng():
+                torch.manual_seed(sampling_seed)
+                records = run_episodes(
+                    policy,
+                    task,
+                    seeds,
+                    image_size,
+                    num_envs,
+                    greedy,
+                    temperature,
+                    max_env_length,
+                    keep_frames=keep,
+                    on_episode=count,
+                    greedy_decoding=greedy_decoding,
+                    prm_image_size=prm_image_size if prm is not None and video_dir else None,
+                )
             videos = write_videos(records, task, os.path.join(video_dir, task), prm) if video_dir else []
             succeeded = sum(bool(r["success"]) for r in records)
             summary["tasks"][task] = {
@@ -264,6 +273,7 @@ def evaluate_run(policy, config, tasks, image_size, run_dir, prm=None, prm_image
         prm=prm,
         progress=config.run.progress,
         prm_image_size=prm_image_size,
+        sampling_seed=config.run.seed,
     )
     print_summary(result, prefix="eval ")
     return result
@@ -293,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_envs", type=int, default=8, help="envs stepped together")
     parser.add_argument("--sample", action="store_true", help="sample actions (default: decode them deterministically)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    parser.add_argument(
+        "--sampling_seed",
+        type=int,
+        default=0,
+        help="with --sample: seeds the action sampling, so the same command repeats its figures on one machine",
+    )
     parser.add_argument(
         "--greedy_decoding",
         choices=GREEDY_DECODINGS,
@@ -340,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         prm=prm,
         greedy_decoding=args.greedy_decoding,
         prm_image_size=prm_image_size,
+        sampling_seed=args.sampling_seed,
     )
     print_summary(summary)
     if args.out:

@@ -1,8 +1,13 @@
+import json
 import math
+import os
 
 import pytest
 
+from vla_rl.evaluate import main as evaluate_main
 from vla_rl.evaluate import success_interval
+
+SHIPPED_VLA = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "models", "vla-small")
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -25,3 +30,17 @@ def test_success_interval_at_the_edges_and_its_width_at_200_seeds():
     assert high == 1.0 and 0.92 < low < 0.94
     low, high = success_interval(60, 200)  # 30 % over 200 seeds: about +-6.5 points
     assert 0.06 < (high - low) / 2 < 0.07
+
+
+def test_a_sampled_evaluation_repeats_with_its_sampling_seed(tmp_path, capsys):
+    figures = []
+    for seed in ("0", "0", "1"):
+        out = tmp_path / f"eval-{len(figures)}.json"
+        flags = ["--task_ids", "reach", "--episodes", "3", "--num_envs", "3", "--sample", "--temperature", "0.5"]
+        assert evaluate_main(["--vla_path", SHIPPED_VLA, *flags, "--sampling_seed", seed, "--out", str(out)]) == 0
+        summary = json.load(open(out))
+        row = summary["tasks"]["reach"]
+        figures.append((summary["sampling_seed"], row["mean_length"], row["mean_final_progress"]))
+    assert figures[0] == figures[1]  # the same seed: the same actions, the same episodes
+    assert figures[2][0] == 1 and figures[2][1:] != figures[0][1:]  # another seed samples other actions
+    assert "over 3 seeds, 95 % CI" in capsys.readouterr().out
