@@ -203,12 +203,10 @@ def evaluate_policy(
 
     seeds = list(range(seed_base, seed_base + episodes))
     summary: dict = {"seeds": [seeds[0], seeds[-1]], "greedy": greedy, "tasks": {}}
-    if not greedy:
-        summary["sampling_seed"] = sampling_seed
     if greedy:
         summary["greedy_decoding"] = greedy_decoding
     else:
-        summary["temperature"] = temperature
+        summary["temperature"], summary["sampling_seed"] = temperature, sampling_seed
     bar = tqdm(total=episodes * len(tasks), desc="eval", unit="ep", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
     try:
