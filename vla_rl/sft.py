@@ -115,7 +115,11 @@ class SFTConfig:
             raise FileExistsError(f"--out {self.out} already exists; pass --overwrite to replace it.")
 
 
-_POSTFIX_NAMES = {"grounding_loss": "ground", "relation_loss": "relation", "localisation_loss": "localise"}
+_AUXILIARY_LOSSES = {  # history name: (the SFTConfig field weighing it, its progress-bar name)
+    "grounding_loss": ("grounding_weight", "ground"),
+    "relation_loss": ("relation_weight", "relation"),
+    "localisation_loss": ("localisation_weight", "localise"),
+}
 
 
 def soft_targets(bins, sigma: float, num_bins: int = 256):
@@ -207,12 +211,6 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     done_steps = 0
 
-    weights = {
-        "grounding_loss": config.grounding_weight,
-        "relation_loss": config.relation_weight,
-        "localisation_loss": config.localisation_weight,
-    }
-
     def clone(data: Demonstrations, steps: int, desc: str) -> float:
         """``steps`` optimiser steps of behaviour cloning on ``data``; the final smoothed loss."""
         nonlocal done_steps
@@ -249,7 +247,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                 auxiliary_losses["localisation_loss"] = localisation.loss(rng, config.batch_size)
             auxiliary_losses = {name: value for name, value in auxiliary_losses.items() if value is not None}
             for name, value in auxiliary_losses.items():
-                loss = loss + weights[name] * value
+                loss = loss + getattr(config, _AUXILIARY_LOSSES[name][0]) * value
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -264,7 +262,7 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
                 row.update({name: float(value.detach()) for name, value in auxiliary_losses.items()})
                 history.append(row)
                 postfix = {"loss": f"{ema:.3f}", "acc": f"{accuracy:.2f}"}
-                postfix.update({_POSTFIX_NAMES[name]: f"{row[name]:.3f}" for name in auxiliary_losses})
+                postfix.update({_AUXILIARY_LOSSES[name][1]: f"{row[name]:.3f}" for name in auxiliary_losses})
                 bar.set_postfix(**postfix)
             done_steps += 1
         bar.close()
