@@ -114,11 +114,16 @@ class ManipulationEnv(gym.Env):
         prm_image_size: if set (16-256) and not ``image_size``, the observation also holds
             ``"prm_image"``: the same camera rendered at this side, for a process reward model
             trained on frames of that size (the reward wrappers score it instead of ``"image"``).
+        camera: the observation camera (``None``: the task's, ``"front"``); ``"wrist"`` is the
+            eye-in-hand camera of ``assets/mjcf/robot.xml``.
+        prm_camera: if set and not the observation camera, ``"prm_image"`` is rendered from this
+            camera (at ``prm_image_size``, else ``image_size``), for a process reward model
+            trained on that camera's frames.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
     xml_file: str = ""
-    camera: str = "front"
+    camera: str = keys.FRONT_CAMERA
     task_name: str = ""
     success_needs_gripper: bool = False  # success is the gripper's relation to the scene (ends when it leaves)
 
@@ -128,6 +133,8 @@ class ManipulationEnv(gym.Env):
         image_size: int = 128,
         render_obs: bool = True,
         prm_image_size: int | None = None,
+        camera: str | None = None,
+        prm_camera: str | None = None,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use 'rgb_array' or None.")
@@ -140,6 +147,8 @@ class ManipulationEnv(gym.Env):
         self.model = mujoco.MjModel.from_xml_path(mjcf_path(self.xml_file))
         self.data = mujoco.MjData(self.model)
         self.ids = self._lookup_ids()
+        self.camera = self._check_camera(camera or self.camera, "camera")
+        self.prm_camera = self._check_camera(prm_camera or self.camera, "prm_camera")
         self._renderer = CameraRenderer(self.model, self.image_size, self.image_size, self.camera)
         self.prm_image_size = None if prm_image_size in (None, image_size) else int(prm_image_size)
         self._prm_renderer = None
@@ -147,9 +156,9 @@ class ManipulationEnv(gym.Env):
             keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
             keys.STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
         }
-        if self.prm_image_size is not None:
-            side = self.prm_image_size
-            self._prm_renderer = CameraRenderer(self.model, side, side, self.camera)
+        if self.prm_image_size is not None or self.prm_camera != self.camera:
+            side = self.prm_image_size or self.image_size
+            self._prm_renderer = CameraRenderer(self.model, side, side, self.prm_camera)
             spaces[keys.PRM_IMAGE] = gym.spaces.Box(0, 255, (side, side, 3), np.uint8)
         self._home_qpos = self._solve_home()
         self.observation_space = gym.spaces.Dict(spaces)
@@ -170,6 +179,13 @@ class ManipulationEnv(gym.Env):
         raise NotImplementedError
 
     # ------------------------------------------------------------------- set-up
+    def _check_camera(self, name, argument: str) -> str:
+        """``name`` if the scene has a camera of that name, else ``ValueError`` naming ``argument``."""
+        names = [self.model.camera(i).name for i in range(self.model.ncam)]
+        if name not in names:
+            raise ValueError(f"{argument}={name!r} is not a camera of this scene; use one of {names}.")
+        return name
+
     def _lookup_ids(self) -> SceneIds:
         m = self.model
         arm_joints = [m.joint(f"j{i}") for i in range(1, 7)]
@@ -302,7 +318,7 @@ class ManipulationEnv(gym.Env):
             image = np.zeros((self.image_size, self.image_size, 3), np.uint8)
         observation = {keys.IMAGE: image, keys.STATE: self.proprio()}
         if self._prm_renderer is not None:
-            side = self.prm_image_size
+            side = self.prm_image_size or self.image_size
             prm_image = self._prm_renderer.render(self.data) if self.render_obs else np.zeros((side, side, 3), np.uint8)
             observation[keys.PRM_IMAGE] = prm_image
         return observation

@@ -33,14 +33,16 @@ from reward.evaluate_prm import load_prm
 from vla_rl import seed_ranges
 
 
-def expert_rollouts(task: str, seed: int, count: int, image_size: int, noise: float, decoy: float, rng) -> list[dict]:
+def expert_rollouts(
+    task: str, seed: int, count: int, image_size: int, noise: float, decoy: float, rng, camera: str | None = None
+) -> list[dict]:
     import gymnasium as gym
 
     import envs
     from envs.experts import make_expert
     from reward.generators import expert_episode
 
-    env = gym.make(envs.task_id(task), image_size=image_size)
+    env = gym.make(envs.task_id(task), image_size=image_size, camera=camera)
     try:
         rollouts = []
         for _ in range(count):
@@ -53,9 +55,11 @@ def expert_rollouts(task: str, seed: int, count: int, image_size: int, noise: fl
         env.close()
 
 
-def policy_rollouts(policy, task: str, seed: int, count: int, image_size: int, temperature: float) -> list[dict]:
+def policy_rollouts(
+    policy, task: str, seed: int, count: int, image_size: int, temperature: float, camera: str | None = None
+) -> list[dict]:
     """``count`` sampled policy episodes from one initial state; the policy sees frames of its own
-    size, the PRM gets them at ``image_size``."""
+    size, the PRM gets them at ``image_size`` from ``camera`` (``None``: the policy's)."""
     from vla_rl.evaluate import run_episodes
 
     records = run_episodes(
@@ -68,6 +72,7 @@ def policy_rollouts(policy, task: str, seed: int, count: int, image_size: int, t
         temperature=temperature,
         keep_frames=count,
         prm_image_size=image_size,
+        prm_camera=camera,
     )
     return [
         {"frames": np.stack(r.get("prm_frames", r["frames"])), "instruction": r["instruction"], "success": r["success"]}
@@ -156,10 +161,10 @@ def run(args) -> dict:
             seed = args.seed + t * 100_000 + s
             if policy is None:
                 rollouts = expert_rollouts(
-                    task, seed, nmax, args.image_size, args.expert_noise, args.decoy_fraction, rng
+                    task, seed, nmax, args.image_size, args.expert_noise, args.decoy_fraction, rng, prm.camera
                 )
             else:
-                rollouts = policy_rollouts(policy, task, seed, nmax, args.image_size, args.temperature)
+                rollouts = policy_rollouts(policy, task, seed, nmax, args.image_size, args.temperature, prm.camera)
             first = rollouts[0]["frames"][0]
             if any(not np.array_equal(r["frames"][0], first) for r in rollouts):
                 raise RuntimeError(f"{task} seed {seed}: rollouts did not start from the same initial state.")

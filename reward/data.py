@@ -22,12 +22,16 @@ Two generation methods (the PRM recipe of the reference systems):
   episodes) rises and backs away, so that completion cannot be read from where the gripper is
   (except in tasks whose success is the gripper's own relation to the scene: reach).
 
+Frames come from the policy's front camera, or with ``--camera wrist`` from the eye-in-hand
+camera (``assets/mjcf/robot.xml``), which sees a pushed block and its pad with 2.7 times the
+pixels per centimetre; a PRM trained on them scores that camera's frames in training.
+
 The episode generators live in :mod:`reward.generators`.
 
 On-disk format (version 1) — see :mod:`reward.dataset` for the reader::
 
-    meta.json              format_version, method, arguments, tasks, seeds of each split,
-                           episode and frame counts, label schemes
+    meta.json              format_version, method, arguments, tasks, image size and camera of
+                           the frames, seeds of each split, episode and frame counts, label schemes
     train.jsonl            one JSON object per frame (fields in reward.dataset.ROW_FIELDS)
     validation.jsonl       same, for the validation episodes
     images/EEEEEE/TTTT.png the frame of episode E at step T (PNG, RGB)
@@ -51,6 +55,7 @@ import numpy as np
 from reward import labels as L
 from reward.dataset import FORMAT_VERSION, META_FILE, SPLITS, read_meta
 from reward.generators import POST_SUCCESS_MOTIONS, GeneratedEpisode, generate_expert, generate_policy
+from vla_rl import keys
 from vla_rl.atomic import atomic_directory
 from vla_rl.cli import str2bool
 
@@ -73,6 +78,7 @@ class DataConfig:
     step_frames: int = 5
     max_env_length: int = 0
     image_size: int = 56
+    camera: str = keys.FRONT_CAMERA
     val_fraction: float = 0.2
     seed: int = 0
     skip_generation: bool = False
@@ -102,6 +108,7 @@ class DataConfig:
             (self.step_frames >= 1, f"--step_frames must be >= 1, got {self.step_frames}"),
             (self.max_env_length >= 0, f"--max_env_length must be >= 0, got {self.max_env_length}"),
             (16 <= self.image_size <= 256, f"--image_size must be in 16..256, got {self.image_size}"),
+            (self.camera in keys.CAMERAS, f"--camera must be one of {', '.join(keys.CAMERAS)}, got {self.camera!r}"),
             (0 < self.val_fraction < 1, f"--val_fraction must be in (0, 1), got {self.val_fraction}"),
             (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
         ]
@@ -269,6 +276,7 @@ def dataset_meta(config: DataConfig, splits: dict, seeds_of: dict, episodes: int
         "args": args,
         "tasks": list(config.tasks),
         "image_size": config.image_size,
+        "camera": config.camera,
         "step_frames": config.step_frames,
         "label_schemes": list(L.SCHEMES),
         "episodes": episodes,
@@ -331,6 +339,12 @@ def parse_args(argv: list[str] | None = None) -> DataConfig:
         "--max_env_length", type=int, default=d.max_env_length, help="episode step limit (0: the task's own)"
     )
     p.add_argument("--image_size", type=int, default=d.image_size, help="frame side, pixels")
+    p.add_argument(
+        "--camera",
+        default=d.camera,
+        help=f"camera of the frames ({' | '.join(keys.CAMERAS)}: the policy's view | the eye-in-hand view); "
+        "--method policy runs the policy on its own front frames and records this camera's beside them",
+    )
     p.add_argument(
         "--val_fraction", type=float, default=d.val_fraction, help="share of initial states in the validation split"
     )

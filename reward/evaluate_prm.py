@@ -185,6 +185,21 @@ def plot_curves(records: list[dict], path: str, per_kind: int = 4, threshold: fl
     os.replace(tmp, path)
 
 
+def check_camera(args) -> None:
+    """``ValueError`` if the dataset's frames come from another camera than the PRM's training frames."""
+    from reward.dataset import read_meta
+    from reward.qwen_prm import trained_prm_config
+    from vla_rl import keys
+
+    data = read_meta(args.data).get("camera", keys.FRONT_CAMERA)
+    trained = trained_prm_config(args.prm_checkpoint_path, args.prm_model_name_or_path).get("camera")
+    if trained and trained != data:
+        raise ValueError(
+            f"--data {args.data} holds {data}-camera frames and this PRM was trained on {trained}-camera "
+            f"frames; build the dataset with --camera {trained} (python -m reward.data)."
+        )
+
+
 def evaluate(args) -> dict:
     from reward.dataset import SPLITS, load_rows
 
@@ -203,6 +218,7 @@ def evaluate(args) -> dict:
         )
     if args.save_threshold:
         check_tunable(args, eval_seeds)
+    check_camera(args)
     threshold, source = decision_threshold(args)
     prm = load_prm(args.prm_model_name_or_path, args.prm_checkpoint_path, args.batch_size)
     started = time.time()

@@ -175,7 +175,7 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
     import envs
     from envs.experts import make_expert
 
-    env = gym.make(envs.task_id(task), image_size=config.image_size)
+    env = gym.make(envs.task_id(task), image_size=config.image_size, camera=config.camera)
     rng = np.random.default_rng([config.seed, len(task)])
     experts = {n: make_expert(env, action_noise=n, seed=config.seed) for n in config.noise_levels}
     episodes = []
@@ -205,8 +205,8 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
 def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[GeneratedEpisode]:
     """``num_rollouts`` sampled policy episodes per candidate initial state; keeps the states
     whose failure rate is inside ``band`` until ``num_samples`` are kept. The policy sees frames
-    of its own size; the dataset records them at ``image_size`` (rendered beside them where the
-    two differ)."""
+    of its own size; the dataset records them at ``image_size`` from ``camera`` (rendered beside
+    them where the two differ)."""
     from vla_rl.evaluate import run_episodes
 
     episodes, kept = [], 0
@@ -222,6 +222,7 @@ def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[Ge
             max_env_length=config.max_env_length or None,
             keep_frames=config.num_rollouts,
             prm_image_size=config.image_size,
+            prm_camera=config.camera,
         )
         failure_rate = 1.0 - float(np.mean([r["success"] for r in rollouts]))
         bar.set_postfix(kept=kept, failure=f"{failure_rate:.2f}")

@@ -137,6 +137,7 @@ class QwenProcessRM(ProcessRewardModel):
         prompt_template, answer_tokens = prompt_and_answers(model_path, adapter_path, prompt_template, answer_tokens)
         trained = trained_prm_config(adapter_path, model_path)
         self.image_size = trained.get("image_size") or None
+        self.camera = trained.get("camera") or None  # the env camera of its training frames (None: the policy's)
         self.threshold = float(trained.get("decision_threshold", 0.5))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 
 from reward import labels as L
 from reward.prm_trainer import FrameCollator, FrameDataset, compute_metrics, make_trainer_class, tune_threshold
+from vla_rl import keys
 from vla_rl.cli import str2bool
 
 PRM_CONFIG_FILE = "prm_config.json"
@@ -118,7 +119,7 @@ class PRMTrainConfig:
 
 
 def merged_meta(directories: list[str]) -> dict:
-    """The metadata of one or more datasets trained on together: their common image size and,
+    """The metadata of one or more datasets trained on together: their common image size and camera and,
     per split and task, the union of their initial-state seeds (the held-out check of
     ``reward.evaluate_prm`` reads them)."""
     from reward.dataset import read_meta
@@ -132,13 +133,19 @@ def merged_meta(directories: list[str]) -> dict:
             f"--data datasets have different image sizes {sizes}; build them with the same --image_size "
             "(python -m reward.data)."
         )
+    cameras = {d: m.get("camera", keys.FRONT_CAMERA) for d, m in zip(directories, metas, strict=True)}
+    if len(set(cameras.values())) > 1:
+        raise ValueError(
+            f"--data datasets come from different cameras {cameras}; build them with the same --camera "
+            "(python -m reward.data)."
+        )
     seeds: dict[str, dict[str, set[int]]] = {}
     for meta in metas:
         for split, per_task in meta.get("seeds", {}).items():
             for task, values in per_task.items():
                 seeds.setdefault(split, {}).setdefault(task, set()).update(values)
     sorted_seeds = {split: {task: sorted(v) for task, v in per_task.items()} for split, per_task in seeds.items()}
-    return {"image_size": next(iter(sizes.values())), "seeds": sorted_seeds}
+    return {"image_size": next(iter(sizes.values())), "camera": next(iter(cameras.values())), "seeds": sorted_seeds}
 
 
 def prepare_model(config: PRMTrainConfig):
@@ -217,6 +224,7 @@ def prm_config(config: PRMTrainConfig, mode: str, meta: dict, tuned: tuple[float
         "dataset": config.data,
         "dataset_seeds": meta.get("seeds", {}),
         "image_size": meta.get("image_size"),
+        "camera": meta.get("camera", keys.FRONT_CAMERA),
         **threshold,
     }
 

@@ -17,7 +17,9 @@
 #      stage's policy at T = 0.5, as PPO samples it), each with a held-out set from disjoint seeds,
 #   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
 #      not run) or, with PRM_IMAGE_SIZE other than 56, from a prm-small checkpoint (14-px patches)
-#      whose vision tower is pretrained here at that size, and train it with reward.train_prm
+#      whose vision tower is pretrained here at that size, or, with PRM_CAMERA=wrist (frames from
+#      the eye-in-hand camera), from a vla-small checkpoint whose tower is pretrained here on that
+#      camera's frames, and train it with reward.train_prm
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
 #      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
 #      permutation),
@@ -61,6 +63,7 @@ PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held ou
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
 PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-56}"  # PRM frame side; 56 shares the VLA's vision tower, 112 pretrains its own
+PRM_CAMERA="${PRM_CAMERA:-front}"       # PRM frames: front (the policy's view, its vision tower) | wrist (eye in hand, its own tower)
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
 PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answer position (vla_rl.grounding)
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
@@ -75,6 +78,7 @@ fi
 for stage in $STAGES; do
     case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
 done
+case "$PRM_CAMERA" in front|wrist) ;; *) echo "error: PRM_CAMERA must be front or wrist, got '$PRM_CAMERA'." >&2; exit 2 ;; esac
 demos_for() {  # demos_for TASK: the expert episodes DEMOS gives TASK (its own entry, else a bare N)
     local entry bare=""
     for entry in $DEMOS; do
@@ -137,7 +141,8 @@ if [[ " $STAGES " == *" prm "* && " $STAGES " != *" vla "* ]] && [ "$PRM_POLICY_
 fi
 policy_rollouts() {  # policy_rollouts STATES SEED OUT: 4 rollouts per initial state of $VLA_OUT at T = 0.5
     "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS --num_samples "$1" \
-        --num_rollouts 4 --band 0 1 --temperature 0.5 --seed "$2" --image_size "$PRM_IMAGE_SIZE" --out "$3" --overwrite
+        --num_rollouts 4 --band 0 1 --temperature 0.5 --seed "$2" --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" \
+        --out "$3" --overwrite
 }
 install_model() {  # install_model SRC DST: replace DST by a copy of SRC, atomically
     rm -rf "$2.tmp" && cp -r "$1" "$2.tmp" && rm -rf "$2.old" && { [ ! -e "$2" ] || mv "$2" "$2.old"; } \
@@ -170,11 +175,12 @@ if [[ " $STAGES " == *" vla "* ]]; then
 fi
 if [[ " $STAGES " == *" prm "* ]]; then
     prm_start=$(date +%s)
-    echo "[prm 1/4] PRM datasets: $PRM_EPISODES perturbed-expert episodes per task at $PRM_IMAGE_SIZE px, and a held-out set"
+    echo "[prm 1/4] PRM datasets: $PRM_EPISODES perturbed-expert episodes per task at $PRM_IMAGE_SIZE px from the" \
+        "$PRM_CAMERA camera, and a held-out set"
     "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples "$PRM_EPISODES" --seed "$SEED" \
-        --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-data" --overwrite
+        --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" --out "$WORK/prm-data" --overwrite
     "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples $(( (PRM_EPISODES + 3) / 4 )) \
-        --seed "$HELDOUT_SEED" --image_size "$PRM_IMAGE_SIZE" --out "$WORK/prm-heldout" --overwrite
+        --seed "$HELDOUT_SEED" --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" --out "$WORK/prm-heldout" --overwrite
     PRM_DATA=("$WORK/prm-data")
     if [ "$PRM_POLICY_STATES" -gt 0 ]; then
         echo "[prm 1/4] the policy's own rollouts: $PRM_POLICY_STATES initial states per task, 4 rollouts each of" \
@@ -185,14 +191,17 @@ if [[ " $STAGES " == *" prm "* ]]; then
         PRM_DATA+=("$WORK/prm-policy")
     fi
     PRM_INIT="$WORK/vla-vision"
-    if [ "$PRM_IMAGE_SIZE" != 56 ]; then
+    if [ "$PRM_IMAGE_SIZE" != 56 ] || [ "$PRM_CAMERA" != front ]; then
         PRM_INIT="$WORK/prm-vision"
-        echo "[prm 2/4] PRM initialisation: untrained prm-small checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
-            "($VISION_STEPS steps)"
-        "$PYTHON" -m vla_rl.qwen.build --preset prm-small --ordinal-bins --position-frame --seed "$SEED" \
+        preset=prm-small  # 14-px patches for larger frames
+        [ "$PRM_IMAGE_SIZE" != 56 ] || preset=vla-small
+        echo "[prm 2/4] PRM initialisation: untrained $preset checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
+            "on the $PRM_CAMERA camera's frames ($VISION_STEPS steps)"
+        "$PYTHON" -m vla_rl.qwen.build --preset "$preset" --ordinal-bins --position-frame --seed "$SEED" \
             --out "$WORK/prm-init" --overwrite
         "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/prm-init" --out "$PRM_INIT" --tasks $TASKS \
-            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$PRM_IMAGE_SIZE" --seed "$SEED" --overwrite
+            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" \
+            --seed "$SEED" --overwrite
     elif [ -f "$WORK/vla-vision/vision_pretrain.json" ]; then
         echo "[prm 2/4] PRM initialisation: the vision-pretrained checkpoint of the vla stage ($WORK/vla-vision)"
     else

@@ -2,8 +2,8 @@
 anything heavy loads, and the command line that fills it.
 
 Every flag of ``python -m vla_rl.train`` (and of ``scripts/train_rl_vllm_ray_fsdp_mini.sh``,
-which passes its arguments through) is one field below; ``--help`` lists them with their
-defaults. Booleans are written as values (``--process_reward_model True``).
+which passes its arguments through) is one field below (the PRM's: :mod:`vla_rl.prm_config`);
+``--help`` lists them with their defaults. Booleans are written as values (``--process_reward_model True``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import argparse
 import os
 from dataclasses import dataclass, field, fields
 
-from reward.base import BUILTIN_PRMS
+from assets import MODELS
 from vla_rl.cli import require_at_least, require_between, require_frame_side, require_positive, str2bool
+from vla_rl.prm_config import PRMConfig
 
-ASSETS_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "models")
-DEFAULT_VLA = os.path.join(ASSETS_MODELS, "vla-small")
-DEFAULT_PRM = os.path.join(ASSETS_MODELS, "prm-small")
+DEFAULT_VLA = os.path.join(MODELS, "vla-small")
 TASK_SUITES = {
     "default": ["reach", "push"],
     "all": ["reach", "push", "pick_place", "stack"],
@@ -26,11 +25,6 @@ TASK_SUITES = {
     "pick_place": ["pick_place"],
     "stack": ["stack"],
 }
-
-
-def default_prm() -> str:
-    """The embedded small PRM when it ships, else the logged DummyRM."""
-    return DEFAULT_PRM if os.path.isfile(os.path.join(DEFAULT_PRM, "config.json")) else "dummy"
 
 
 @dataclass
@@ -128,89 +122,6 @@ class EnvConfig:
                 f"--handover_probability needs a scripted expert: only the built-in tasks {scripted} have one; "
                 "name them with --handover_tasks."
             )
-
-
-@dataclass
-class PRMConfig:
-    process_reward_model: bool = field(default=True, metadata={"help": "add the PRM reward (True/False)"})
-    prm_model_name_or_path: str = field(
-        default="", metadata={"help": f"PRM checkpoint directory or {BUILTIN_PRMS} (default: the embedded PRM)"}
-    )
-    prm_checkpoint_path: str = field(default="", metadata={"help": "LoRA adapter directory for the PRM"})
-    prm_reward_weight: float = field(default=1.0, metadata={"help": "weight w of the PRM term"})
-    prm_reward_mode: str = field(
-        default="potential",
-        metadata={
-            "help": "potential (w * (gamma * p' - p): pays for rises in P(completed); gamma is 1 under "
-            "--advantage_estimator grpo|rloo, whose returns are undiscounted) | binary | prob"
-        },
-    )
-    prm_threshold: float = field(
-        default=0.0,
-        metadata={
-            "help": "P(completed) threshold of binary mode and of the videos (0: the PRM's decision threshold, tuned "
-            "on its validation split and recorded in its prm_config.json, else 0.5)"
-        },
-    )
-    prm_deferred: bool = field(default=True, metadata={"help": "score a whole rollout at once (True/False)"})
-    prm_image_size: int = field(
-        default=0,
-        metadata={
-            "help": "side of the frames the PRM scores, rendered beside the policy's (0: the size the PRM was "
-            "trained on, from its prm_config.json, else the policy's frames)"
-        },
-    )
-
-    def resolved_model(self) -> str:
-        return self.prm_model_name_or_path or default_prm()
-
-    def frame_size(self) -> int | None:
-        """The side of the frames the PRM scores: ``--prm_image_size``, else the image size of the
-        PRM's training set (its ``prm_config.json``), else ``None`` (it scores the policy's frames)."""
-        if not self.process_reward_model:
-            return None
-        return self.prm_image_size or self.trained_config().get("image_size") or None
-
-    def trained_config(self) -> dict:
-        """The PRM's ``prm_config.json`` (its adapter's first); ``{}`` for a built-in PRM or none."""
-        model = self.resolved_model()
-        if model in BUILTIN_PRMS:
-            return {}
-        from reward.qwen_prm import trained_prm_config
-
-        return trained_prm_config(self.prm_checkpoint_path or None, model)
-
-    def decision_threshold(self) -> float:
-        """``--prm_threshold``, else the threshold in the PRM's ``prm_config.json``, else 0.5."""
-        if self.prm_threshold:
-            return self.prm_threshold
-        return float(self.trained_config().get("decision_threshold", 0.5)) if self.process_reward_model else 0.5
-
-    def validate(self) -> None:
-        from reward.shaping import Shaping
-
-        if not 0.0 <= self.prm_threshold < 1.0:
-            raise ValueError(f"--prm_threshold must be in [0, 1) (0: the PRM's own), got {self.prm_threshold}.")
-        Shaping(self.prm_reward_weight, self.prm_reward_mode, 0.5)
-        require_frame_side(self.prm_image_size, "--prm_image_size")
-        if not self.process_reward_model:
-            return
-        model = self.resolved_model()
-        if model not in BUILTIN_PRMS:
-            from vla_rl.qwen.loading import read_checkpoint_config
-
-            read_checkpoint_config(model, "--prm_model_name_or_path")
-        if self.prm_checkpoint_path and not os.path.isdir(self.prm_checkpoint_path):
-            raise FileNotFoundError(f"--prm_checkpoint_path {self.prm_checkpoint_path!r}: no such directory.")
-        if self.prm_checkpoint_path and model in BUILTIN_PRMS:
-            raise ValueError(f"--prm_checkpoint_path needs a Qwen2-VL --prm_model_name_or_path, not {model!r}.")
-        if self.prm_image_size:
-            trained = self.trained_config().get("image_size")
-            if trained and trained != self.prm_image_size:
-                raise ValueError(
-                    f"--prm_image_size {self.prm_image_size}: this PRM was trained on {trained}-px frames; "
-                    f"leave the flag at 0 (its size) or pass {trained}."
-                )
 
 
 @dataclass

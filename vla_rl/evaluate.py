@@ -26,17 +26,23 @@ from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS
 
 
 def make_task_vector_env(
-    task: str, num_envs: int, image_size: int, max_env_length: int | None = None, prm_image_size: int | None = None
+    task: str,
+    num_envs: int,
+    image_size: int,
+    max_env_length: int | None = None,
+    prm_image_size: int | None = None,
+    prm_camera: str | None = None,
 ):
     """A synchronous vector env of one task (rendering in this process keeps the 2-core CPU
     machine's cores for the policy; workers buy little when the policy dominates); with
-    ``prm_image_size``, it also renders the PRM's frames at that side."""
+    ``prm_image_size`` or ``prm_camera``, it also renders the PRM's frames at that side or from
+    that camera."""
     import gymnasium as gym
 
     import envs
     from vla_rl.rollout import env_options
 
-    options = env_options(image_size, max_env_length, prm_image_size)
+    options = env_options(image_size, max_env_length, prm_image_size, prm_camera)
     return gym.make_vec(envs.task_id(task), num_envs, vectorization_mode="sync", **options)
 
 
@@ -61,12 +67,13 @@ def run_episodes(
     on_episode=None,
     greedy_decoding: str = "mean",
     prm_image_size: int | None = None,
+    prm_camera: str | None = None,
 ) -> list[dict]:
     """Run one episode per seed; returns per-episode ``success``, ``final_progress`` (the
     simulator's privileged progress at the last step), ``length``, ``seed``, ``instruction``
     and, for the first ``keep_frames`` episodes, ``frames`` / ``states`` / ``actions`` /
     ``infos`` (success and progress of every frame), ``prm_frames`` where the env renders the
-    PRM's frames at ``prm_image_size``, and, in tasks with coloured objects,
+    PRM's frames (at ``prm_image_size``, from ``prm_camera``), and, in tasks with coloured objects,
     ``colour_positions`` (each palette colour's position per frame, NaN: absent) for videos
     and PRM datasets."""
     from envs.demos import colour_positions
@@ -77,7 +84,7 @@ def run_episodes(
         return None if coloured is None else colour_positions(coloured())
 
     results: list[dict] = []
-    env = make_task_vector_env(task, min(num_envs, len(seeds)), image_size, max_env_length, prm_image_size)
+    env = make_task_vector_env(task, min(num_envs, len(seeds)), image_size, max_env_length, prm_image_size, prm_camera)
     prm_frames = keys.PRM_IMAGE in env.single_observation_space.spaces
     try:
         for start in range(0, len(seeds), env.num_envs):
@@ -191,13 +198,15 @@ def evaluate_policy(
     greedy_decoding: str = "mean",
     prm_image_size: int | None = None,
     sampling_seed: int = 0,
+    prm_camera: str | None = None,
 ) -> dict:
     """Success rate per task over ``episodes`` seeds each (``seed_base ..``); a summary dict.
     ``greedy`` decodes deterministically (``greedy_decoding``: see :meth:`VLAPolicy.act`);
     otherwise each task's actions are sampled from torch's generator seeded with
     ``sampling_seed`` (the caller's random state is left as it was), so a sampled evaluation
     repeats on one machine and a task's figure does not depend on which tasks came before it.
-    The video frames ``prm`` scores are rendered at ``prm_image_size`` where that is set."""
+    The video frames ``prm`` scores are rendered at ``prm_image_size`` and from ``prm_camera``
+    where those are set."""
     import torch
     from tqdm import tqdm
 
@@ -234,6 +243,7 @@ def evaluate_policy(
                     on_episode=count,
                     greedy_decoding=greedy_decoding,
                     prm_image_size=prm_image_size if prm is not None and video_dir else None,
+                    prm_camera=prm_camera if prm is not None and video_dir else None,
                 )
             videos = write_videos(records, task, os.path.join(video_dir, task), prm) if video_dir else []
             succeeded = sum(bool(r["success"]) for r in records)
@@ -252,7 +262,7 @@ def evaluate_policy(
     return summary
 
 
-def evaluate_run(policy, config, tasks, image_size, run_dir, prm=None, prm_image_size=None) -> dict:
+def evaluate_run(policy, config, tasks, image_size, run_dir, prm=None, prm_image_size=None, prm_camera=None) -> dict:
     """A training run's final evaluation: ``--eval_episodes`` held-out seeds per task at
     ``--eval_temperature`` (0: deterministic), videos under ``run_dir/eval/videos``; printed."""
     policy.model.eval()
@@ -272,6 +282,7 @@ def evaluate_run(policy, config, tasks, image_size, run_dir, prm=None, prm_image
         progress=config.run.progress,
         prm_image_size=prm_image_size,
         sampling_seed=config.run.seed,
+        prm_camera=prm_camera,
     )
     print_summary(result, prefix="eval ")
     return result
@@ -334,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     image_size = args.image_size or policy.image_size or 56
-    prm, prm_image_size = None, None
+    prm, prm_image_size, prm_camera = None, None, None
     if args.prm_model_name_or_path:
         from reward.qwen_prm import QwenProcessRM
 
         prm = QwenProcessRM(args.prm_model_name_or_path)
-        prm_image_size = prm.image_size
+        prm_image_size, prm_camera = prm.image_size, prm.camera
     summary = evaluate_policy(
         policy,
         tasks,
@@ -355,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         greedy_decoding=args.greedy_decoding,
         prm_image_size=prm_image_size,
         sampling_seed=args.sampling_seed,
+        prm_camera=prm_camera,
     )
     print_summary(summary)
     if args.out:

@@ -3,7 +3,12 @@
 # Observation keys.
 IMAGE = "image"
 STATE = "state"
-PRM_IMAGE = "prm_image"  # the frame at the PRM's own size, where it differs from the policy's
+PRM_IMAGE = "prm_image"  # the frame at the PRM's own size or from its camera, where they differ from the policy's
+
+# Cameras of the built-in scenes (assets/mjcf): the policy's view, and the eye-in-hand view.
+FRONT_CAMERA = "front"
+WRIST_CAMERA = "wrist"
+CAMERAS = (FRONT_CAMERA, WRIST_CAMERA)
 
 # Per-step info keys written by the environments.
 INSTRUCTION = "instruction"

@@ -33,15 +33,19 @@ def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_lengt
     return task_env_fns(assigned, image_size, max_env_length), assigned
 
 
-def env_options(image_size: int, max_env_length: int | None = 0, prm_image_size: int | None = None) -> dict:
+def env_options(
+    image_size: int, max_env_length: int | None = 0, prm_image_size: int | None = None, prm_camera: str | None = None
+) -> dict:
     """``gym.make`` keyword arguments of a task env: the frame side, the episode step limit (0 or
-    None: the task's) and, where it differs from the frame side, the side of the PRM's frame
-    (``envs.base.ManipulationEnv``)."""
+    None: the task's) and, where they differ from the policy's, the side and the camera of the
+    PRM's frame (``envs.base.ManipulationEnv``)."""
     options = {"image_size": image_size}
     if max_env_length:
         options["max_episode_steps"] = max_env_length
     if prm_image_size and prm_image_size != image_size:
         options["prm_image_size"] = prm_image_size
+    if prm_camera and prm_camera != keys.FRONT_CAMERA:  # the policy's camera needs no option
+        options["prm_camera"] = prm_camera
     return options
 
 
@@ -51,6 +55,7 @@ def task_env_fns(
     max_env_length: int = 0,
     prm_image_size: int | None = None,
     handover: dict | None = None,
+    prm_camera: str | None = None,
 ) -> list:
     """One env constructor per entry of ``assigned`` (a task name each), made with :func:`env_options`.
 
@@ -59,7 +64,7 @@ def task_env_fns(
     trainer sets it (``env.call("set_handover_probability", p)``)."""
     import envs
 
-    kwargs = env_options(image_size, max_env_length, prm_image_size)
+    kwargs = env_options(image_size, max_env_length, prm_image_size, prm_camera)
 
     def make(task):
         if not handover:

@@ -234,8 +234,9 @@ def train(config: TrainConfig) -> dict:
     runtime = training_env(config, assigned, image_size, ranks)
     env = runtime.env
     per_rank = f" per rank x {ranks.world} ranks" if ranks.world > 1 else ""
-    prm_size = config.prm.frame_size()
+    prm_size, prm_camera = config.prm.frame_size(), config.prm.frame_camera()
     sizes = f"{image_size} px" + (f" (PRM frames {prm_size} px)" if prm_size and prm_size != image_size else "")
+    sizes += f" (PRM camera {prm_camera})" if prm_camera else ""
     say(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs{per_rank} at {sizes}", flush=True)
 
     policy.model.train()
@@ -434,7 +435,9 @@ def train(config: TrainConfig) -> dict:
     if config.run.eval_episodes:
         from vla_rl.evaluate import evaluate_run
 
-        summary["eval"] = evaluate_run(policy, config, tasks, image_size, run_dir, runtime.eval_prm, prm_size)
+        summary["eval"] = evaluate_run(
+            policy, config, tasks, image_size, run_dir, runtime.eval_prm, prm_size, prm_camera
+        )
     runtime.close()
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)

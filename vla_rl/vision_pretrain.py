@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from envs.scene import COLOUR_NAMES
-from vla_rl import seed_ranges
+from vla_rl import keys, seed_ranges
 from vla_rl.cli import require_at_least, require_positive
 
 OBJECTS = (*COLOUR_NAMES, "gripper")  # what each token reports on, in this order
@@ -50,6 +50,7 @@ class VisionPretrainConfig:
     episodes: int = 200
     heldout_episodes: int = 20
     image_size: int = 56
+    camera: str = keys.FRONT_CAMERA
     action_noise: float = 0.3
     max_steps: int = 60
     steps: int = 3000
@@ -73,6 +74,8 @@ class VisionPretrainConfig:
                 raise ValueError(f"--{flag} must be >= 1, got {getattr(self, flag)}.")
         require_positive(self.learning_rate, "--learning_rate")
         require_at_least(self.action_noise, 0, "--action_noise")
+        if self.camera not in keys.CAMERAS:
+            raise ValueError(f"--camera must be one of {', '.join(keys.CAMERAS)}, got {self.camera!r}.")
         if os.path.exists(self.out) and not self.overwrite:
             raise FileExistsError(f"--out {self.out} already exists; pass --overwrite to replace it.")
 
@@ -90,10 +93,29 @@ def cell_labels(segmentation: np.ndarray, geoms: list[list[int]], cell: int) -> 
     return out
 
 
-def record(tasks, episodes: int, image_size: int, cell: int, seed: int, action_noise: float, max_steps: int) -> dict:
-    """Frames of noisy scripted-expert episodes with per-cell visibility and world positions of
-    every palette object and the gripper: ``images (N, H, W, 3) uint8``, ``visible (N, cells,
-    objects) bool``, ``positions (N, objects, 3) float32`` (metres / POSITION_SCALE, 0 if absent)."""
+def in_camera_frame(base, camera: str, points: np.ndarray) -> np.ndarray:
+    """``points (K, 3)`` (world, metres) in the frame of ``camera`` of env ``base``: x right, y up
+    in the image, z out of it (MuJoCo's camera convention)."""
+    index = base.model.camera(camera).id
+    rotation = base.data.cam_xmat[index].reshape(3, 3)
+    return (points - base.data.cam_xpos[index]) @ rotation
+
+
+def record(
+    tasks,
+    episodes: int,
+    image_size: int,
+    cell: int,
+    seed: int,
+    action_noise: float,
+    max_steps: int,
+    camera: str = keys.FRONT_CAMERA,
+) -> dict:
+    """Frames of noisy scripted-expert episodes from ``camera`` with per-cell visibility and
+    positions of every palette object and the gripper: ``images (N, H, W, 3) uint8``, ``visible
+    (N, cells, objects) bool``, ``positions (N, objects, 3) float32`` (metres / POSITION_SCALE, 0
+    if absent) — in the world for the fixed front camera, in the camera's own frame for the wrist
+    camera, whose view moves with the hand."""
     import gymnasium as gym
 
     import envs
@@ -101,7 +123,7 @@ def record(tasks, episodes: int, image_size: int, cell: int, seed: int, action_n
 
     images, visible, positions = [], [], []
     for t, task in enumerate(tasks):
-        env = gym.make(envs.task_id(task), image_size=image_size)
+        env = gym.make(envs.task_id(task), image_size=image_size, camera=camera)
         base = env.unwrapped
         bodies = [base.model.body(name).id for name in GRIPPER_BODIES]
         gripper = [g for g in range(base.model.ngeom) if int(base.model.geom_bodyid[g]) in bodies]
@@ -117,6 +139,8 @@ def record(tasks, episodes: int, image_size: int, cell: int, seed: int, action_n
                         k = OBJECTS.index(colour)
                         geoms[k], where[k] = ids, pos
                     geoms[-1], where[-1] = gripper, base.tcp_pos
+                    if camera != keys.FRONT_CAMERA:
+                        where = in_camera_frame(base, camera, where).astype(np.float32)
                     images.append(obs["image"])
                     visible.append(cell_labels(base.segmentation(), geoms, cell))
                     positions.append(where / POSITION_SCALE)
@@ -251,9 +275,9 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
     rng = np.random.default_rng(config.seed)
     start = time.perf_counter()
     args = (config.image_size, cell)
-    train = record(config.tasks, config.episodes, *args, config.seed, config.action_noise, config.max_steps)
-    heldout_seed = seed_ranges.HELDOUT + config.seed
-    heldout = record(config.tasks, config.heldout_episodes, *args, heldout_seed, config.action_noise, config.max_steps)
+    options = {"action_noise": config.action_noise, "max_steps": config.max_steps, "camera": config.camera}
+    train = record(config.tasks, config.episodes, *args, config.seed, **options)
+    heldout = record(config.tasks, config.heldout_episodes, *args, seed_ranges.HELDOUT + config.seed, **options)
     record_s = time.perf_counter() - start
     print(f"recorded {len(train['images'])} training and {len(heldout['images'])} held-out frames in {record_s:.0f} s")
     model = load_model(config.vla_path, "--vla_path", device="auto", dtype="float32")
@@ -323,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         "--heldout_episodes", type=int, default=defaults.heldout_episodes, help="held-out episodes per task"
     )
     parser.add_argument("--image_size", type=int, default=defaults.image_size, help="frame side in pixels")
+    parser.add_argument(
+        "--camera",
+        default=defaults.camera,
+        help=f"camera of the frames ({' | '.join(keys.CAMERAS)}; wrist: positions in the camera's frame)",
+    )
     parser.add_argument("--action_noise", type=float, default=defaults.action_noise, help="expert action noise std")
     parser.add_argument("--max_steps", type=int, default=defaults.max_steps, help="frames per episode at most")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")

@@ -126,6 +126,48 @@ def test_prm_image_is_the_same_camera_at_its_own_size(make_env):
     assert keys.PRM_IMAGE not in same.reset(seed=3)[0]  # nothing to add at the policy's own size
 
 
+def test_prm_camera_renders_the_wrist_view_beside_the_policy_frame(make_env):
+    both = make_env("push", image_size=48, prm_camera=keys.WRIST_CAMERA)
+    wrist = make_env("push", image_size=48, camera=keys.WRIST_CAMERA)
+    front = make_env("push", image_size=48)
+    action = np.array([0.6, 0.3, -0.5, 0, 0, 0.2, 1], np.float32)
+    observations = [env.reset(seed=5)[0] for env in (both, wrist, front)]
+    for _ in range(3):
+        assert both.observation_space.contains(observations[0])
+        assert np.array_equal(observations[0][keys.PRM_IMAGE], observations[1][keys.IMAGE])
+        assert np.array_equal(observations[0][keys.IMAGE], observations[2][keys.IMAGE])
+        assert np.abs(observations[1][keys.IMAGE].astype(int) - observations[2][keys.IMAGE]).mean() > 20
+        observations = [env.step(action)[0] for env in (both, wrist, front)]
+    assert keys.PRM_IMAGE not in make_env("push", prm_camera=keys.FRONT_CAMERA).reset(seed=0)[0]
+
+
+def test_wrist_camera_puts_more_pixels_on_the_reached_block(make_env):
+    """At reach success the named block lies between the fingers: the eye-in-hand view shows it
+    several times larger than the front view does."""
+    from envs.experts import make_expert
+
+    pixels = {}
+    for camera in keys.CAMERAS:
+        env = make_env("reach", image_size=56, camera=camera)
+        env.reset(seed=11)
+        expert = make_expert(env)
+        for _ in range(120):
+            *_, terminated, truncated, _ = env.step(expert.act())
+            if terminated or truncated:
+                break
+        assert terminated
+        base = env.unwrapped
+        pixels[camera] = int((base.segmentation() == base.blocks.geoms[base.target_block]).sum())
+    assert pixels[keys.FRONT_CAMERA] > 0
+    assert pixels[keys.WRIST_CAMERA] > 3 * pixels[keys.FRONT_CAMERA]  # 65 against 18 pixels here
+
+
+@pytest.mark.parametrize("argument", ["camera", "prm_camera"])
+def test_unknown_camera_is_rejected(argument):
+    with pytest.raises(ValueError, match=f"{argument}='top' is not a camera.*'front', 'wrist'"):
+        gym.make("VLARL/Reach-v0", image_size=32, **{argument: "top"})
+
+
 @pytest.mark.parametrize("bad, error", [(8, ValueError), (128.0, TypeError)])
 def test_bad_prm_image_size_is_rejected(bad, error):
     with pytest.raises(error, match="prm_image_size"):

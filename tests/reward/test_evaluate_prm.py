@@ -59,6 +59,17 @@ def test_evaluation_seeds_must_be_disjoint_from_training_seeds(heldout, tiny_qwe
     assert report["seed_overlap"] and 0.0 <= report["frame"]["f1"] <= 1.0
 
 
+def test_a_prm_of_another_camera_is_refused_before_scoring(heldout, tiny_qwen, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "prm"
+    shutil.copytree(tiny_qwen, model)
+    (model / "prm_config.json").write_text(json.dumps({"camera": "wrist"}))
+    assert main(["--prm_model_name_or_path", str(model), "--data", heldout, "--out", str(tmp_path / "e")]) == 2
+    assert "front-camera frames and this PRM was trained on wrist-camera frames" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 def test_threshold_is_tuned_only_on_the_prms_validation_episodes(heldout, tiny_qwen, tmp_path, capsys):
     import shutil
     from pathlib import Path

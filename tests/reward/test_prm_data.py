@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reward.data import DataConfig, generate, main
-from reward.dataset import episodes_of, load_rows, read_meta
+from reward.dataset import episodes_of, load_image, load_rows, read_meta
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,34 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
     assert "--post_success_motion" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "nothing"), "--skip_generation", "True"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--camera", "top"]) == 2
+    assert "--camera must be one of front, wrist" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_wrist_camera_frames_are_the_eye_in_hand_view_of_the_same_episodes(dataset, tmp_path):
+    import gymnasium as gym
+
+    import envs
+    from vla_rl import keys
+
+    out = str(tmp_path / "wrist")
+    generate(
+        DataConfig(out=out, tasks=["reach", "push"], num_samples=6, image_size=32, seed=3, camera=keys.WRIST_CAMERA),
+        progress_bar=False,
+    )
+    assert read_meta(out)["camera"] == keys.WRIST_CAMERA and read_meta(dataset)["camera"] == keys.FRONT_CAMERA
+    front_rows, wrist_rows = load_rows(dataset, "train"), load_rows(out, "train")
+    # the camera changes the frames, not the episodes: the same states and labels
+    assert [(r["seed"], r["step"], r["completion"]) for r in front_rows] == [
+        (r["seed"], r["step"], r["completion"]) for r in wrist_rows
+    ]
+    row = wrist_rows[0]
+    env = gym.make(envs.task_id(row["task"]), image_size=32, camera=keys.WRIST_CAMERA)
+    first = env.reset(seed=row["seed"])[0][keys.IMAGE]
+    env.close()
+    assert row["step"] == 0
+    np.testing.assert_array_equal(load_image(row["image_path"]), first)
 
 
 def test_retreat_after_success_keeps_the_scene_completed_while_the_arm_leaves(tmp_path):

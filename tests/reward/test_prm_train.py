@@ -171,6 +171,11 @@ def test_several_datasets_train_together_and_their_seeds_are_recorded(dataset, t
     argv = ["--data", dataset, second, "--model_name_or_path", tiny_qwen, "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "different image sizes" in capsys.readouterr().err
+    # and so are datasets of different cameras
+    meta_path.write_text(json.dumps({**meta, "camera": "wrist"}))
+    assert main(argv) == 2
+    assert "different cameras" in capsys.readouterr().err
+    assert recorded["camera"] == "front"  # what the trained PRM scores, for the trainer's envs
 
 
 def test_bad_input_is_reported_before_loading(dataset, tiny_qwen, tmp_path, capsys):

@@ -13,7 +13,7 @@ from envs.experts import make_expert
 from reward.prm_metrics import value_order_correlation
 from reward.qwen_prm import QwenProcessRM
 from vla_rl import keys
-from vla_rl.config import DEFAULT_PRM, default_prm
+from vla_rl.prm_config import DEFAULT_PRM, default_prm
 
 HELDOUT_SEEDS = [2_050_000, 2_050_001, 2_050_002, 2_050_003]  # the build's held-out range, away from its set
 

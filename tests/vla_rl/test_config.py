@@ -184,3 +184,20 @@ def test_potential_shaping_telescopes_under_the_returns_discount(estimator, tiny
     assert discounted == pytest.approx(discount ** len(terms) * scores[-1] - scores[0])
     if estimator != "gae":  # the undiscounted sum is exactly the rise of the score, no time penalty
         assert sum(terms) == pytest.approx(scores[-1] - scores[0])
+
+
+def test_the_prms_frames_are_those_it_was_trained_on(tiny_qwen, tmp_path):
+    import json
+    import shutil
+
+    prm = tmp_path / "prm"
+    shutil.copytree(tiny_qwen, prm)
+    (prm / "prm_config.json").write_text(json.dumps({"image_size": 28, "camera": "wrist"}))
+    on = parse_config(["--vla_path", tiny_qwen, "--prm_model_name_or_path", str(prm)])
+    assert (on.prm.frame_size(), on.prm.frame_camera()) == (28, "wrist")
+    off = parse_config(
+        ["--vla_path", tiny_qwen, "--prm_model_name_or_path", str(prm), "--process_reward_model", "False"]
+    )
+    assert (off.prm.frame_size(), off.prm.frame_camera()) == (None, None)
+    (prm / "prm_config.json").write_text(json.dumps({}))  # a PRM trained elsewhere: the policy's frames
+    assert (on.prm.frame_size(), on.prm.frame_camera()) == (None, None)

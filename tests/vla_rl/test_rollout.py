@@ -7,6 +7,7 @@ import torch
 
 import envs
 from tests.policies import tiny_vla_policy
+from vla_rl import keys
 from vla_rl.rollout import Rollout, assign_tasks
 
 pytestmark = pytest.mark.timeout(300)
@@ -81,3 +82,18 @@ def test_rollout_records_which_episodes_were_handed_over(tiny_qwen):
     assert metrics["rollout/handover_episodes"] == len(push)
     assert metrics["rollout/success_rate/from_start"] == np.mean([e["success"] for e in reach])
     env.close()
+
+
+def test_prm_frames_come_from_the_prms_camera():
+    from vla_rl.rollout import env_options, task_env_fns
+
+    assert "prm_camera" not in env_options(56, prm_camera=keys.FRONT_CAMERA)  # the policy's own view
+    (with_prm,) = task_env_fns(["push"], 32, prm_camera=keys.WRIST_CAMERA)
+    (env, wrist) = with_prm(), gym.make(envs.task_id("push"), image_size=32, camera=keys.WRIST_CAMERA)
+    try:
+        observation, expected = env.reset(seed=4)[0], wrist.reset(seed=4)[0]
+        assert observation[keys.IMAGE].shape == (32, 32, 3)
+        np.testing.assert_array_equal(observation[keys.PRM_IMAGE], expected[keys.IMAGE])
+    finally:
+        env.close()
+        wrist.close()

@@ -250,15 +250,17 @@ def test_group_relative_advantages_train_on_whole_episodes(tiny_qwen, tmp_path, 
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
 
 
-def test_a_prm_trained_on_another_frame_size_scores_frames_rendered_at_its_size(tiny_qwen, tmp_path, capsys):
+@pytest.mark.parametrize("camera", [None, "wrist"])
+def test_a_prm_trained_on_another_frame_size_scores_frames_rendered_at_its_size(tiny_qwen, tmp_path, capsys, camera):
     import shutil
 
     prm = str(tmp_path / "prm28")
     shutil.copytree(tiny_qwen, prm)
     with open(os.path.join(prm, "prm_config.json"), "w") as f:
-        json.dump({"image_size": 28}, f)  # the policy sees 56-px frames
+        json.dump({"image_size": 28, **({"camera": camera} if camera else {})}, f)  # the policy sees 56-px frames
     flags = ["--prm_model_name_or_path", prm, "--prm_reward_mode", "prob", "--max_iterations", "1"]
     summary = train(small_run(tiny_qwen, tmp_path, *flags, "--eval_episodes", "1"))
+    assert ("(PRM camera wrist)" in capsys.readouterr().out) == (camera == "wrist")
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert 0.0 < rows[-1]["rollout/prm_score_mean"] < 1.0  # the PRM refuses any frame but 28 px
     assert [p for p in os.listdir(tmp_path / "run" / "eval" / "videos" / "reach") if p.endswith(".mp4")]

@@ -48,6 +48,20 @@ def test_recorded_labels_agree_with_the_scene():
     assert (data["positions"][:, -1, 2] * POSITION_SCALE > 0.02).all()
 
 
+def test_wrist_camera_labels_are_in_the_cameras_frame():
+    """The eye-in-hand camera moves with the hand: positions are given in its own frame, where
+    the gripper sits at a fixed place in front of the lens whatever the hand does."""
+    data = record(["reach"], episodes=1, image_size=56, cell=28, seed=3, action_noise=0.0, max_steps=6, camera="wrist")
+    front = record(["reach"], episodes=1, image_size=56, cell=28, seed=3, action_noise=0.0, max_steps=6)
+    assert not np.array_equal(data["images"], front["images"])
+    tcp = data["positions"][:, -1] * POSITION_SCALE
+    np.testing.assert_allclose(tcp, np.broadcast_to(tcp[0], tcp.shape), atol=0.01)  # held by the fingers' weld
+    assert tcp[0, 2] < -0.05  # in front of the lens (the camera looks along its -z)
+    moving = front["positions"][:, -1] * POSITION_SCALE
+    assert np.linalg.norm(moving[-1] - moving[0]) > 0.03  # while in the world the hand moved
+    assert data["visible"][:, :, -1].any(1).all()  # and the fingers are in view
+
+
 def test_pretraining_learns_where_things_are_and_writes_a_loadable_checkpoint(tmp_path):
     from vla_rl.qwen.loading import load_model
 
@@ -73,4 +87,6 @@ def test_bad_options_are_refused_before_any_work(tmp_path):
         VisionPretrainConfig(vla_path="x", out=str(tmp_path / "o"), steps=0).validate()
     with pytest.raises(ValueError, match="--tasks: unknown task"):
         VisionPretrainConfig(vla_path="x", out=str(tmp_path / "o"), tasks=("fly",)).validate()
+    with pytest.raises(ValueError, match="--camera must be one of front, wrist"):
+        VisionPretrainConfig(vla_path="x", out=str(tmp_path / "o"), camera="top").validate()
     assert len(OBJECTS) == len(COLOUR_NAMES) + 1

@@ -38,7 +38,8 @@ class EnvWorker:
 
     Args:
         tasks: the task of each sub-env of the slice.
-        image_size, max_env_length, prm_image_size, handover: as in :func:`vla_rl.rollout.task_env_fns`.
+        image_size, max_env_length, prm_image_size, handover, prm_camera: as in
+            :func:`vla_rl.rollout.task_env_fns`.
         prm: a PRM (typically a :class:`~vla_rl.distributed.prm_server.RemotePRM`) or ``None``.
         shaping: keyword arguments of :class:`reward.vector.VectorRewardWrapper`.
     """
@@ -52,12 +53,15 @@ class EnvWorker:
         shaping=None,
         prm_image_size: int | None = None,
         handover: dict | None = None,
+        prm_camera: str | None = None,
     ):
         import os
 
         from vla_rl.rollout import task_env_fns
 
-        env = gym.vector.SyncVectorEnv(task_env_fns(tasks, image_size, max_env_length, prm_image_size, handover))
+        env = gym.vector.SyncVectorEnv(
+            task_env_fns(tasks, image_size, max_env_length, prm_image_size, handover, prm_camera)
+        )
         if prm is not None:
             from reward.vector import VectorRewardWrapper
 
@@ -139,7 +143,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
 
     Args:
         tasks: the task of every sub-env (split into contiguous slices, one per worker).
-        image_size, max_env_length, prm_image_size, handover: env options (see :class:`EnvWorker`).
+        image_size, max_env_length, prm_image_size, handover, prm_camera: env options (see :class:`EnvWorker`).
         num_workers: env worker actors.
         prm: a picklable PRM for the workers (a ``RemotePRM``) or ``None``.
         shaping: ``VectorRewardWrapper`` options (``deferred`` decides whether :meth:`flush` exists).
@@ -161,6 +165,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         start_timeout_s: float = 300.0,
         prm_image_size: int | None = None,
         handover: dict | None = None,
+        prm_camera: str | None = None,
     ):
         ray = require_ray()
         if not 1 <= num_workers <= len(tasks):
@@ -173,7 +178,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         options = actor_options or [{"num_cpus": 1}] * num_workers
         self.workers = [
             remote.options(max_restarts=max_restarts, max_task_retries=0, **options[k]).remote(
-                tasks[s], image_size, max_env_length, prm, shaping, prm_image_size, handover
+                tasks[s], image_size, max_env_length, prm, shaping, prm_image_size, handover, prm_camera
             )
             for k, s in enumerate(self.slices)
         ]

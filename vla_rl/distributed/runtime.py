@@ -159,7 +159,12 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
 
         env = gym.vector.SyncVectorEnv(
             task_env_fns(
-                assigned, image_size, config.env.max_env_length, config.prm.frame_size(), config.env.handover()
+                assigned,
+                image_size,
+                config.env.max_env_length,
+                config.prm.frame_size(),
+                config.env.handover(),
+                config.prm.frame_camera(),
             )
         )
         prm = build_prm(config, backends.prm)
@@ -197,6 +202,7 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
         actor_options=worker_options,
         prm_image_size=config.prm.frame_size(),
         handover=config.env.handover(),
+        prm_camera=config.prm.frame_camera(),
     )
     per_rank = " per rank" if ranks.world > 1 else ""
     described = (
