@@ -88,34 +88,55 @@ def _strip(scores: np.ndarray, upto: int, threshold: float) -> np.ndarray:
     return strip
 
 
-def compose_frames(frames: np.ndarray, steps: list[dict], instruction: str, threshold: float = 0.5) -> np.ndarray:
+def _fit(frame, side: int) -> np.ndarray:
+    interpolation = cv2.INTER_NEAREST if frame.shape[0] <= side // 2 else cv2.INTER_AREA
+    return cv2.resize(np.asarray(frame, np.uint8), (side, side), interpolation=interpolation)
+
+
+def compose_frames(
+    frames: np.ndarray, steps: list[dict], instruction: str, threshold: float = 0.5, insets: np.ndarray | None = None
+) -> np.ndarray:
     """``(T+1, VIEW+STRIP, VIEW+PANEL, 3) uint8`` annotated frames.
 
     Args:
         frames: ``(T+1, H, W, 3)`` camera frames; frame 0 is the reset frame.
         steps: ``T+1`` dicts with ``t`` and optionally ``action``, ``env_reward``, ``score``,
             ``prm_reward``, ``return``, ``success`` (entry 0 describes the reset frame).
+        insets: ``(T+1, h, w, 3)`` frames of another camera — the PRM's, where it scores the
+            wrist camera's view — drawn in the view's top-right corner at a third of its side.
     """
     if len(frames) != len(steps):
         raise ValueError(f"{len(frames)} frames but {len(steps)} step records.")
+    if insets is not None and len(insets) != len(frames):
+        raise ValueError(f"{len(frames)} frames but {len(insets)} inset frames.")
+    side = VIEW // 3
     scores = np.array([np.nan if s.get("score") is None else s["score"] for s in steps], float)
     out = np.empty((len(frames), VIEW + STRIP, VIEW + PANEL, 3), np.uint8)
     length = len(frames) - 1
     for t, (frame, step) in enumerate(zip(frames, steps, strict=True)):
-        interpolation = cv2.INTER_NEAREST if frame.shape[0] <= VIEW // 2 else cv2.INTER_AREA
-        out[t, :VIEW, :VIEW] = cv2.resize(np.asarray(frame, np.uint8), (VIEW, VIEW), interpolation=interpolation)
+        out[t, :VIEW, :VIEW] = _fit(frame, VIEW)
+        if insets is not None:  # a white frame around it
+            out[t, : side + 4, VIEW - side - 4 : VIEW] = 255
+            out[t, 2 : side + 2, VIEW - side - 2 : VIEW - 2] = _fit(insets[t], side)
         out[t, :VIEW, VIEW:] = _panel(step, instruction, length, threshold)
         out[t, VIEW:] = _strip(scores, t, threshold)
     return out
 
 
 def write_episode_video(
-    path: str, frames: np.ndarray, steps: list[dict], instruction: str, fps: int = 10, threshold: float = 0.5
+    path: str,
+    frames: np.ndarray,
+    steps: list[dict],
+    instruction: str,
+    fps: int = 10,
+    threshold: float = 0.5,
+    insets: np.ndarray | None = None,
 ) -> str:
-    """Compose and write one annotated episode to ``path`` (.mp4), atomically."""
+    """Compose and write one annotated episode to ``path`` (.mp4), atomically (``insets``: see
+    :func:`compose_frames`)."""
     import imageio.v2 as imageio
 
-    video = compose_frames(frames, steps, instruction, threshold)
+    video = compose_frames(frames, steps, instruction, threshold, insets)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}.mp4"
     try:

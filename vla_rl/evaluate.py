@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from vla_rl import seed_ranges
+from vla_rl import keys, seed_ranges
 from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS
 
 
@@ -77,7 +77,6 @@ def run_episodes(
     ``colour_positions`` (each palette colour's position per frame, NaN: absent) for videos
     and PRM datasets."""
     from envs.demos import colour_positions
-    from vla_rl import keys
 
     def colours_of(i: int):
         coloured = getattr(env.envs[i].unwrapped, "coloured_objects", None)
@@ -152,7 +151,7 @@ def run_episodes(
 
 def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int = 10) -> list[str]:
     """Annotated mp4s of the records that kept frames; PRM scores when ``prm`` is given (of the
-    PRM's own frames where the records have them)."""
+    PRM's own frames where the records have them, drawn inset where they come from another camera)."""
     from reward.video import video_name, write_episode_video
 
     paths = []
@@ -177,7 +176,8 @@ def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int
                 }
             )
         path = os.path.join(folder, video_name(index, task, record["success"]))
-        paths.append(write_episode_video(path, frames, steps, record["instruction"], fps=fps, threshold=threshold))
+        insets = scored if prm is not None and getattr(prm, "camera", None) not in (None, keys.FRONT_CAMERA) else None
+        paths.append(write_episode_video(path, frames, steps, record["instruction"], fps, threshold, insets))
     return paths
 
 

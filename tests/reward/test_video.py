@@ -58,6 +58,20 @@ def test_panel_pixels_follow_the_prm_score():
     assert np.any(np.all(high == green, axis=-1)) and not np.any(np.all(low == green, axis=-1))
 
 
+def test_the_prms_own_camera_is_drawn_inset_in_the_view():
+    frames = np.zeros((2, 32, 32, 3), np.uint8)
+    insets = np.full((2, 16, 16, 3), (200, 30, 30), np.uint8)
+    steps = [{"t": 0}, {"t": 1}]
+    plain, inset = compose_frames(frames, steps, "push"), compose_frames(frames, steps, "push", insets=insets)
+    side = VIEW // 3
+    corner = inset[:, 2 : side + 2, VIEW - side - 2 : VIEW - 2]
+    assert np.all(corner == (200, 30, 30)) and not plain[:, : side + 4, VIEW - side - 4 : VIEW].any()
+    assert np.array_equal(inset[:, side + 4 :], plain[:, side + 4 :])  # the rest of the frame as it was
+    assert np.all(inset[:, 0, VIEW - side - 4 : VIEW] == 255)  # framed
+    with pytest.raises(ValueError, match="inset frames"):
+        compose_frames(frames, steps, "push", insets=insets[:1])
+
+
 def test_written_video_shows_the_score_change(tmp_path):
     env = RecordAnnotatedVideo(
         RewardWrapper(gym.make("VLARL/PickPlace-v0", image_size=64), OracleRM("success"), mode="binary"),
