@@ -53,6 +53,8 @@ class MetaWorldEnv(gym.Env):
         render_mode: ``"rgb_array"`` or ``None``.
         prm_image_size: if set (16-256) and not ``image_size``, the observation also holds
             ``prm_image``, the same camera at that side, for a PRM trained at another size.
+        prm_camera: only ``None`` or ``camera``: a PRM trained on another camera's frames (the
+            built-in tasks' ``wrist``) has no such view here, which is refused.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
@@ -64,7 +66,13 @@ class MetaWorldEnv(gym.Env):
         camera: str = "corner",
         render_mode: str | None = "rgb_array",
         prm_image_size: int | None = None,
+        prm_camera: str | None = None,
     ):
+        if prm_camera not in (None, camera):
+            raise ValueError(
+                f"prm_camera={prm_camera!r}: Meta-World tasks render only their camera {camera!r}; use a PRM "
+                "trained on front-camera frames (reward.data --camera front)."
+            )
         configure_gl_backend()
         try:
             import metaworld  # noqa: F401  (registers the Meta-World ids)

@@ -75,3 +75,5 @@ def test_prm_frames_at_their_own_size():
     same.close()
     with pytest.raises(ValueError, match="prm_image_size=8"):
         gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, prm_image_size=8)
+    with pytest.raises(ValueError, match="prm_camera='wrist': Meta-World tasks render only"):
+        gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, prm_camera="wrist")
