@@ -42,6 +42,7 @@ class ProcessRewardModel:
 
     name = "prm"
     image_size: int | None = None  # the frame side it was trained on, where that is known
+    camera: str | None = None  # the env camera of its training frames, where that is known (None: the policy's)
     threshold: float = 0.5  # P(completed) at or above which it calls a frame completed
 
     def score(self, frames, instructions: Sequence[str], infos: Sequence[dict] | None = None) -> np.ndarray:

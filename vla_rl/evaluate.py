@@ -149,9 +149,12 @@ def run_episodes(
     return results
 
 
-def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int = 10) -> list[str]:
+def write_videos(
+    records: list[dict], task: str, folder: str, prm=None, fps: int = 10, inset: bool = False
+) -> list[str]:
     """Annotated mp4s of the records that kept frames; PRM scores when ``prm`` is given (of the
-    PRM's own frames where the records have them, drawn inset where they come from another camera)."""
+    PRM's own frames where the records have them, drawn inset with ``inset``: they come from
+    another camera)."""
     from reward.video import video_name, write_episode_video
 
     paths = []
@@ -176,7 +179,7 @@ def write_videos(records: list[dict], task: str, folder: str, prm=None, fps: int
                 }
             )
         path = os.path.join(folder, video_name(index, task, record["success"]))
-        insets = scored if prm is not None and getattr(prm, "camera", None) not in (None, keys.FRONT_CAMERA) else None
+        insets = scored if prm is not None and inset and "prm_frames" in record else None
         paths.append(write_episode_video(path, frames, steps, record["instruction"], fps, threshold, insets))
     return paths
 
@@ -245,7 +248,8 @@ def evaluate_policy(
                     prm_image_size=prm_image_size if prm is not None and video_dir else None,
                     prm_camera=prm_camera if prm is not None and video_dir else None,
                 )
-            videos = write_videos(records, task, os.path.join(video_dir, task), prm) if video_dir else []
+            folder, inset = os.path.join(video_dir or "", task), prm_camera not in (None, keys.FRONT_CAMERA)
+            videos = write_videos(records, task, folder, prm, inset=inset) if video_dir else []
             succeeded = sum(bool(r["success"]) for r in records)
             summary["tasks"][task] = {
                 "success_rate": succeeded / len(records),

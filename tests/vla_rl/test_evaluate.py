@@ -44,3 +44,32 @@ def test_a_sampled_evaluation_repeats_with_its_sampling_seed(tmp_path, capsys):
     assert figures[0] == figures[1]  # the same seed: the same actions, the same episodes
     assert figures[2][0] == 1 and figures[2][1:] != figures[0][1:]  # another seed samples other actions
     assert "over 3 seeds, 95 % CI" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("inset", [False, True])
+def test_videos_show_the_prms_frames_inset_when_they_come_from_another_camera(tmp_path, inset):
+    import imageio.v2 as imageio
+    import numpy as np
+
+    from reward.base import DummyRM
+    from reward.video import VIEW
+    from vla_rl.evaluate import write_videos
+
+    length = 4
+    record = {
+        "frames": [np.zeros((56, 56, 3), np.uint8)] * length,
+        "prm_frames": [np.full((56, 56, 3), (40, 60, 220), np.uint8)] * length,
+        "infos": [{"success": False}] * length,
+        "actions": [np.zeros(7)] * length,
+        "instruction": "push the red block onto the blue target",
+        "success": False,
+    }
+    (path,) = write_videos([record], "push", str(tmp_path), DummyRM(), inset=inset)
+    reader = imageio.get_reader(path)
+    first = reader.get_data(0).astype(int)
+    reader.close()
+    corner = first[10 : VIEW // 3 - 10, VIEW - VIEW // 3 + 10 : VIEW - 10].mean(axis=(0, 1))
+    if inset:  # the PRM's (blue) frame, through the video codec
+        assert np.abs(corner - (40, 60, 220)).max() < 25, corner
+    else:  # the policy's (black) frame
+        assert corner.max() < 25, corner
