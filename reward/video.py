@@ -30,6 +30,8 @@ logger = logging.getLogger("vla_rl.video")
 VIEW = 256  # camera image side in the video, pixels
 PANEL = 256  # panel width
 STRIP = 80  # score strip height
+INSET = 128  # side of the PRM's own frame, in a column right of the panel (when it has another camera)
+INSET_TOP = 24  # its top edge, under its label
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, GREY, GREEN, RED, AMBER = (240, 240, 240), (150, 150, 150), (60, 200, 90), (230, 70, 60), (240, 180, 40)
 
@@ -96,30 +98,34 @@ def _fit(frame, side: int) -> np.ndarray:
 def compose_frames(
     frames: np.ndarray, steps: list[dict], instruction: str, threshold: float = 0.5, insets: np.ndarray | None = None
 ) -> np.ndarray:
-    """``(T+1, VIEW+STRIP, VIEW+PANEL, 3) uint8`` annotated frames.
+    """``(T+1, VIEW+STRIP, VIEW+PANEL, 3) uint8`` annotated frames (``VIEW+PANEL+INSET`` wide with
+    ``insets``).
 
     Args:
         frames: ``(T+1, H, W, 3)`` camera frames; frame 0 is the reset frame.
         steps: ``T+1`` dicts with ``t`` and optionally ``action``, ``env_reward``, ``score``,
             ``prm_reward``, ``return``, ``success`` (entry 0 describes the reset frame).
         insets: ``(T+1, h, w, 3)`` frames of another camera — the PRM's, where it scores the
-            wrist camera's view — drawn in the view's top-right corner at a third of its side.
+            wrist camera's view — drawn ``INSET`` px wide in a column right of the panel, so that
+            nothing of the policy's view is covered.
     """
     if len(frames) != len(steps):
         raise ValueError(f"{len(frames)} frames but {len(steps)} step records.")
     if insets is not None and len(insets) != len(frames):
         raise ValueError(f"{len(frames)} frames but {len(insets)} inset frames.")
-    side = VIEW // 3
     scores = np.array([np.nan if s.get("score") is None else s["score"] for s in steps], float)
-    out = np.empty((len(frames), VIEW + STRIP, VIEW + PANEL, 3), np.uint8)
+    width = VIEW + PANEL + (INSET if insets is not None else 0)
+    out = np.full((len(frames), VIEW + STRIP, width, 3), 18, np.uint8)
     length = len(frames) - 1
     for t, (frame, step) in enumerate(zip(frames, steps, strict=True)):
         out[t, :VIEW, :VIEW] = _fit(frame, VIEW)
-        if insets is not None:  # a white frame around it
-            out[t, : side + 4, VIEW - side - 4 : VIEW] = 255
-            out[t, 2 : side + 2, VIEW - side - 2 : VIEW - 2] = _fit(insets[t], side)
-        out[t, :VIEW, VIEW:] = _panel(step, instruction, length, threshold)
-        out[t, VIEW:] = _strip(scores, t, threshold)
+        out[t, :VIEW, VIEW : VIEW + PANEL] = _panel(step, instruction, length, threshold)
+        out[t, VIEW:, : VIEW + PANEL] = _strip(scores, t, threshold)
+        if insets is not None:
+            column = out[t, :VIEW, VIEW + PANEL :]
+            column[:] = 28
+            _text(column, "PRM view", 16, GREY, x=4, scale=0.4)
+            column[INSET_TOP : INSET_TOP + INSET] = _fit(insets[t], INSET)
     return out
 
 

@@ -153,7 +153,7 @@ def write_videos(
     records: list[dict], task: str, folder: str, prm=None, fps: int = 10, inset: bool = False
 ) -> list[str]:
     """Annotated mp4s of the records that kept frames; PRM scores when ``prm`` is given (of the
-    PRM's own frames where the records have them, drawn inset with ``inset``: they come from
+    PRM's own frames where the records have them, shown beside the view with ``inset``: they come from
     another camera)."""
     from reward.video import video_name, write_episode_video
 

@@ -12,7 +12,15 @@ import envs
 from envs.experts import make_expert
 from reward.base import OracleRM
 from reward.vector import VectorRewardWrapper
-from reward.video import VIEW, RecordAnnotatedVideo, VectorRecordAnnotatedVideo, VideoSaver, compose_frames
+from reward.video import (
+    INSET,
+    INSET_TOP,
+    VIEW,
+    RecordAnnotatedVideo,
+    VectorRecordAnnotatedVideo,
+    VideoSaver,
+    compose_frames,
+)
 from reward.wrapper import RewardWrapper
 
 
@@ -58,16 +66,15 @@ def test_panel_pixels_follow_the_prm_score():
     assert np.any(np.all(high == green, axis=-1)) and not np.any(np.all(low == green, axis=-1))
 
 
-def test_the_prms_own_camera_is_drawn_inset_in_the_view():
-    frames = np.zeros((2, 32, 32, 3), np.uint8)
+def test_the_prms_own_camera_is_drawn_beside_the_view():
+    frames = np.full((2, 32, 32, 3), 90, np.uint8)
     insets = np.full((2, 16, 16, 3), (200, 30, 30), np.uint8)
     steps = [{"t": 0}, {"t": 1}]
     plain, inset = compose_frames(frames, steps, "push"), compose_frames(frames, steps, "push", insets=insets)
-    side = VIEW // 3
-    corner = inset[:, 2 : side + 2, VIEW - side - 2 : VIEW - 2]
-    assert np.all(corner == (200, 30, 30)) and not plain[:, : side + 4, VIEW - side - 4 : VIEW].any()
-    assert np.array_equal(inset[:, side + 4 :], plain[:, side + 4 :])  # the rest of the frame as it was
-    assert np.all(inset[:, 0, VIEW - side - 4 : VIEW] == 255)  # framed
+    assert inset.shape == (*plain.shape[:2], plain.shape[2] + INSET, 3)
+    assert np.array_equal(inset[:, :, : plain.shape[2]], plain)  # the view, panel and strip as they were
+    shown = inset[:, INSET_TOP : INSET_TOP + INSET, plain.shape[2] :]
+    assert np.all(shown == (200, 30, 30))
     with pytest.raises(ValueError, match="inset frames"):
         compose_frames(frames, steps, "push", insets=insets[:1])
 

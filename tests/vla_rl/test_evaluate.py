@@ -47,12 +47,12 @@ def test_a_sampled_evaluation_repeats_with_its_sampling_seed(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("inset", [False, True])
-def test_videos_show_the_prms_frames_inset_when_they_come_from_another_camera(tmp_path, inset):
+def test_videos_show_the_prms_frames_beside_the_view_when_they_come_from_another_camera(tmp_path, inset):
     import imageio.v2 as imageio
     import numpy as np
 
     from reward.base import DummyRM
-    from reward.video import VIEW
+    from reward.video import INSET, INSET_TOP, PANEL, VIEW
     from vla_rl.evaluate import write_videos
 
     length = 4
@@ -68,8 +68,9 @@ def test_videos_show_the_prms_frames_inset_when_they_come_from_another_camera(tm
     reader = imageio.get_reader(path)
     first = reader.get_data(0).astype(int)
     reader.close()
-    corner = first[10 : VIEW // 3 - 10, VIEW - VIEW // 3 + 10 : VIEW - 10].mean(axis=(0, 1))
-    if inset:  # the PRM's (blue) frame, through the video codec
-        assert np.abs(corner - (40, 60, 220)).max() < 25, corner
-    else:  # the policy's (black) frame
-        assert corner.max() < 25, corner
+    assert first.shape[1] == VIEW + PANEL + (INSET if inset else 0)
+    view = first[10 : VIEW - 10, 10 : VIEW - 10].mean(axis=(0, 1))
+    assert view.max() < 25, view  # the policy's (black) frame, whole
+    if inset:  # the PRM's (blue) frame beside it, through the video codec
+        shown = first[INSET_TOP + 10 : INSET_TOP + INSET - 10, VIEW + PANEL + 10 : -10].mean(axis=(0, 1))
+        assert np.abs(shown - (40, 60, 220)).max() < 25, shown
