@@ -127,25 +127,25 @@ def merged_meta(directories: list[str]) -> dict:
     if not directories:
         raise ValueError("--data needs at least one dataset directory.")
     metas = [read_meta(d) for d in directories]
-    sizes = {d: m.get("image_size") for d, m in zip(directories, metas, strict=True)}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(
-            f"--data datasets have different image sizes {sizes}; build them with the same --image_size "
-            "(python -m reward.data)."
-        )
-    cameras = {d: m.get("camera", keys.FRONT_CAMERA) for d, m in zip(directories, metas, strict=True)}
-    if len(set(cameras.values())) > 1:
-        raise ValueError(
-            f"--data datasets come from different cameras {cameras}; build them with the same --camera "
-            "(python -m reward.data)."
-        )
+    common = {}  # what every frame must share: the side and the camera it was rendered at
+    for key, default, flag, what in (
+        ("image_size", None, "--image_size", "image sizes"),
+        ("camera", keys.FRONT_CAMERA, "--camera", "cameras"),
+    ):
+        values = {d: m.get(key, default) for d, m in zip(directories, metas, strict=True)}
+        if len(set(values.values())) > 1:
+            raise ValueError(
+                f"--data datasets have different {what} {values}; build them with the same {flag} "
+                "(python -m reward.data)."
+            )
+        common[key] = next(iter(values.values()))
     seeds: dict[str, dict[str, set[int]]] = {}
     for meta in metas:
         for split, per_task in meta.get("seeds", {}).items():
             for task, values in per_task.items():
                 seeds.setdefault(split, {}).setdefault(task, set()).update(values)
     sorted_seeds = {split: {task: sorted(v) for task, v in per_task.items()} for split, per_task in seeds.items()}
-    return {"image_size": next(iter(sizes.values())), "camera": next(iter(cameras.values())), "seeds": sorted_seeds}
+    return {**common, "seeds": sorted_seeds}
 
 
 def prepare_model(config: PRMTrainConfig):

@@ -248,8 +248,8 @@ def evaluate_policy(
                     prm_image_size=prm_image_size if prm is not None and video_dir else None,
                     prm_camera=prm_camera if prm is not None and video_dir else None,
                 )
-            folder, inset = os.path.join(video_dir or "", task), prm_camera not in (None, keys.FRONT_CAMERA)
-            videos = write_videos(records, task, folder, prm, inset=inset) if video_dir else []
+            inset = prm_camera not in (None, keys.FRONT_CAMERA)  # the PRM's frames come from another camera
+            videos = write_videos(records, task, os.path.join(video_dir, task), prm, inset=inset) if video_dir else []
             succeeded = sum(bool(r["success"]) for r in records)
             summary["tasks"][task] = {
                 "success_rate": succeeded / len(records),
