@@ -17,7 +17,7 @@ from importlib import resources
 import gymnasium as gym
 import numpy as np
 
-from envs.rendering import CameraRenderer, configure_gl_backend
+from envs.rendering import CameraRenderer, configure_gl_backend, view_cameras
 from vla_rl import keys
 
 configure_gl_backend()
@@ -115,10 +115,11 @@ class ManipulationEnv(gym.Env):
             ``"prm_image"``: the same camera rendered at this side, for a process reward model
             trained on frames of that size (the reward wrappers score it instead of ``"image"``).
         camera: the observation camera (``None``: the task's, ``"front"``); ``"wrist"`` is the
-            eye-in-hand camera of ``assets/mjcf/robot.xml``.
+            eye-in-hand camera of ``assets/mjcf/robot.xml``; cameras joined by ``+``
+            (``"front+wrist"``) give their frames side by side, each ``image_size`` square.
         prm_camera: if set and not the observation camera, ``"prm_image"`` is rendered from this
-            camera (at ``prm_image_size``, else ``image_size``), for a process reward model
-            trained on that camera's frames.
+            camera (or ``+`` view; at ``prm_image_size``, else ``image_size``), for a process
+            reward model trained on that camera's frames.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
@@ -153,13 +154,13 @@ class ManipulationEnv(gym.Env):
         self.prm_image_size = None if prm_image_size in (None, image_size) else int(prm_image_size)
         self._prm_renderer = None
         spaces = {
-            keys.IMAGE: gym.spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
+            keys.IMAGE: gym.spaces.Box(0, 255, self._frame_shape(self.image_size, self.camera), np.uint8),
             keys.STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
         }
         if self.prm_image_size is not None or self.prm_camera != self.camera:
             side = self.prm_image_size or self.image_size
             self._prm_renderer = CameraRenderer(self.model, side, side, self.prm_camera)
-            spaces[keys.PRM_IMAGE] = gym.spaces.Box(0, 255, (side, side, 3), np.uint8)
+            spaces[keys.PRM_IMAGE] = gym.spaces.Box(0, 255, self._frame_shape(side, self.prm_camera), np.uint8)
         self._home_qpos = self._solve_home()
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
@@ -180,11 +181,18 @@ class ManipulationEnv(gym.Env):
 
     # ------------------------------------------------------------------- set-up
     def _check_camera(self, name, argument: str) -> str:
-        """``name`` if the scene has a camera of that name, else ``ValueError`` naming ``argument``."""
+        """``name`` if the scene has a camera of that name (or each camera of a ``+`` view), else
+        ``ValueError`` naming ``argument``."""
         names = [self.model.camera(i).name for i in range(self.model.ncam)]
-        if name not in names:
-            raise ValueError(f"{argument}={name!r} is not a camera of this scene; use one of {names}.")
+        if not isinstance(name, str) or any(camera not in names for camera in view_cameras(name)):
+            raise ValueError(
+                f"{argument}={name!r} is not a camera of this scene; use one of {names}, or several joined by '+'."
+            )
         return name
+
+    @staticmethod
+    def _frame_shape(side: int, view: str) -> tuple[int, int, int]:
+        return side, side * len(view_cameras(view)), 3
 
     def _lookup_ids(self) -> SceneIds:
         m = self.model
@@ -315,11 +323,12 @@ class ManipulationEnv(gym.Env):
         if self.render_obs:
             image = self._render_frame().copy()
         else:
-            image = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+            image = np.zeros(self._frame_shape(self.image_size, self.camera), np.uint8)
         observation = {keys.IMAGE: image, keys.STATE: self.proprio()}
         if self._prm_renderer is not None:
             side = self.prm_image_size or self.image_size
-            prm_image = self._prm_renderer.render(self.data) if self.render_obs else np.zeros((side, side, 3), np.uint8)
+            shape = self._frame_shape(side, self.prm_camera)
+            prm_image = self._prm_renderer.render(self.data) if self.render_obs else np.zeros(shape, np.uint8)
             observation[keys.PRM_IMAGE] = prm_image
         return observation
 

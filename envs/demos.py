@@ -6,8 +6,8 @@ Command line::
 
 On-disk format (version 1), one directory::
 
-    meta.json               format_version, env ids, image size, seeds, and one record per
-                            episode: file, task, env_id, seed, instruction, length, success
+    meta.json               format_version, env ids, image size, camera, seeds, and one record
+                            per episode: file, task, env_id, seed, instruction, length, success
     episode_000000.npz      one episode of T steps (numpy .npz, compressed):
         images       uint8   (T+1, H, W, 3)  observation images; [0] is the reset frame
         states       float32 (T+1, 8)        proprioceptive states
@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.scene import COLOUR_NAMES
+from vla_rl import keys
 from vla_rl.atomic import atomic_directory
 from vla_rl.versioned import read_versioned_json
 
@@ -215,8 +216,12 @@ def record(
     successes_only: bool = False,
     overwrite: bool = False,
     progress_bar: bool = True,
+    camera: str = keys.FRONT_CAMERA,
 ) -> dict:
     """Record ``episodes`` expert episodes per task into the directory ``out``; return meta.
+
+    ``images`` come from ``camera`` (``keys.VIEWS``): a policy cloned on them observes
+    through that camera.
 
     Seeds are ``seed, seed+1, ...`` per task (episodes that fail are skipped with
     ``successes_only``, and further seeds are drawn until ``episodes`` are kept).
@@ -232,6 +237,8 @@ def record(
         raise ValueError(f"--episodes must be >= 1, got {episodes}.")
     if not 16 <= image_size <= 256:
         raise ValueError(f"--image-size must be in 16..256, got {image_size}.")
+    if camera not in keys.VIEWS:
+        raise ValueError(f"--camera must be one of {', '.join(keys.VIEWS)}, got {camera!r}.")
     if not (np.isfinite(action_noise) and action_noise >= 0):
         raise ValueError(f"--action-noise must be a finite value >= 0, got {action_noise}.")
     records: list[dict] = []
@@ -239,7 +246,7 @@ def record(
     with atomic_directory(out, overwrite) as tmp:
         bar = tqdm(total=episodes * len(env_ids), desc="recording demos", unit="ep", disable=not progress_bar)
         for env_id in env_ids:
-            env = gym.make(env_id, image_size=image_size)
+            env = gym.make(env_id, image_size=image_size, camera=camera)
             expert = make_expert(env, action_noise=action_noise, seed=seed)
             kept, next_seed = 0, seed
             while kept < episodes:
@@ -270,6 +277,7 @@ def record(
             "format_version": FORMAT_VERSION,
             "env_ids": env_ids,
             "image_size": image_size,
+            "camera": camera,
             "action_noise": action_noise,
             "seed": seed,
             "num_episodes": len(records),
@@ -291,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory (created atomically)")
     parser.add_argument("--seed", type=int, default=0, help="first reset seed")
     parser.add_argument("--image-size", type=int, default=128, help="observation image side, pixels (16-256)")
+    parser.add_argument(
+        "--camera",
+        default=keys.FRONT_CAMERA,
+        help=f"camera of the recorded images ({' | '.join(keys.VIEWS)}): the view a policy cloned on them has",
+    )
     parser.add_argument("--action-noise", type=float, default=0.0, help="std of Gaussian noise on expert actions")
     parser.add_argument("--successes-only", action="store_true", help="keep successful episodes only")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -303,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             seed=args.seed,
             image_size=args.image_size,
+            camera=args.camera,
             action_noise=args.action_noise,
             successes_only=args.successes_only,
             overwrite=args.overwrite,

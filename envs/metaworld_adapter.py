@@ -68,6 +68,11 @@ class MetaWorldEnv(gym.Env):
         prm_image_size: int | None = None,
         prm_camera: str | None = None,
     ):
+        if "+" in camera:
+            raise ValueError(
+                f"camera={camera!r}: Meta-World tasks render one camera, not several side by side; use a "
+                "policy cloned on one camera's frames."
+            )
         if prm_camera not in (None, camera):
             raise ValueError(
                 f"prm_camera={prm_camera!r}: Meta-World tasks render only their camera {camera!r}; use a PRM "

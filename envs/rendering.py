@@ -14,6 +14,8 @@ import os
 import sys
 import weakref
 
+import numpy as np
+
 _HEADLESS_BACKENDS = {
     # backend: (shared library to look for, Debian packages that provide it)
     "egl": ("EGL", "libegl1 libgl1-mesa-dri"),
@@ -67,8 +69,15 @@ def _switch_loaded_mujoco(backend: str) -> None:
     mujoco.gl_context.GLContext = module.GLContext
 
 
+def view_cameras(view: str) -> list[str]:
+    """The cameras of a view name: ``"front"`` is one camera, ``"front+wrist"`` two side by side."""
+    return view.split("+")
+
+
 class CameraRenderer:
-    """Renders one named camera of a model to uint8 RGB with shadows and reflections off.
+    """Renders one named camera of a model to uint8 RGB with shadows and reflections off; a view
+    of several cameras joined by ``+`` (``"front+wrist"``) is their frames side by side, each
+    ``width`` wide.
 
     The underlying ``mujoco.Renderer`` (and its GL context) is created on first use, so an
     environment can be constructed, pickled into a worker, and only then render.
@@ -109,17 +118,21 @@ class CameraRenderer:
         if self._renderer is None:
             self._renderer = self._make()
         renderer = self._renderer
-        renderer.update_scene(data, camera=self._camera)
-        flags = renderer.scene.flags
-        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-        if segmentation:
-            renderer.enable_segmentation_rendering()
-            try:
-                return renderer.render()
-            finally:
-                renderer.disable_segmentation_rendering()
-        return renderer.render()
+        frames = []
+        for camera in view_cameras(self._camera):
+            renderer.update_scene(data, camera=camera)
+            flags = renderer.scene.flags
+            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+            if segmentation:
+                renderer.enable_segmentation_rendering()
+                try:
+                    frames.append(renderer.render())
+                finally:
+                    renderer.disable_segmentation_rendering()
+            else:
+                frames.append(renderer.render())
+        return frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1)
 
     def close(self) -> None:
         """Free the GL context explicitly (OSMesa leaks it otherwise)."""

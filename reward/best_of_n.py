@@ -59,7 +59,7 @@ def policy_rollouts(
     policy, task: str, seed: int, count: int, image_size: int, temperature: float, camera: str | None = None
 ) -> list[dict]:
     """``count`` sampled policy episodes from one initial state; the policy sees frames of its own
-    size, the PRM gets them at ``image_size`` from ``camera`` (``None``: the policy's)."""
+    size and view, the PRM gets them at ``image_size`` from ``camera`` (``None``: the policy's)."""
     from vla_rl.evaluate import run_episodes
 
     records = run_episodes(

@@ -22,9 +22,10 @@ Two generation methods (the PRM recipe of the reference systems):
   episodes) rises and backs away, so that completion cannot be read from where the gripper is
   (except in tasks whose success is the gripper's own relation to the scene: reach).
 
-Frames come from the policy's front camera, or with ``--camera wrist`` from the eye-in-hand
-camera (``assets/mjcf/robot.xml``), which sees a pushed block and its pad with 2.7 times the
-pixels per centimetre; a PRM trained on them scores that camera's frames in training.
+Frames come from the front camera, or with ``--camera wrist`` from the eye-in-hand camera
+(``assets/mjcf/robot.xml``), which sees a pushed block and its pad with 2.7 times the pixels per
+centimetre, or with ``--camera front+wrist`` from both side by side; a PRM trained on them
+scores that view's frames in training, whatever the policy sees.
 
 The episode generators live in :mod:`reward.generators`.
 
@@ -108,7 +109,7 @@ class DataConfig:
             (self.step_frames >= 1, f"--step_frames must be >= 1, got {self.step_frames}"),
             (self.max_env_length >= 0, f"--max_env_length must be >= 0, got {self.max_env_length}"),
             (16 <= self.image_size <= 256, f"--image_size must be in 16..256, got {self.image_size}"),
-            (self.camera in keys.CAMERAS, f"--camera must be one of {', '.join(keys.CAMERAS)}, got {self.camera!r}"),
+            (self.camera in keys.VIEWS, f"--camera must be one of {', '.join(keys.VIEWS)}, got {self.camera!r}"),
             (0 < self.val_fraction < 1, f"--val_fraction must be in (0, 1), got {self.val_fraction}"),
             (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
         ]
@@ -342,8 +343,8 @@ def parse_args(argv: list[str] | None = None) -> DataConfig:
     p.add_argument(
         "--camera",
         default=d.camera,
-        help=f"camera of the frames ({' | '.join(keys.CAMERAS)}: the policy's view | the eye-in-hand view); "
-        "--method policy runs the policy on its own front frames and records this camera's beside them",
+        help=f"camera of the frames ({' | '.join(keys.VIEWS)}: the front view | the eye-in-hand view | both side "
+        "by side); --method policy runs the policy on its own view and records this camera's beside it",
     )
     p.add_argument(
         "--val_fraction", type=float, default=d.val_fraction, help="share of initial states in the validation split"

@@ -205,8 +205,8 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
 def generate_policy(config, task: str, seeds: list[int], bar, policy) -> list[GeneratedEpisode]:
     """``num_rollouts`` sampled policy episodes per candidate initial state; keeps the states
     whose failure rate is inside ``band`` until ``num_samples`` are kept. The policy sees frames
-    of its own size; the dataset records them at ``image_size`` from ``camera`` (rendered beside
-    them where the two differ)."""
+    of its own size and view; the dataset records them at ``image_size`` from ``camera``
+    (rendered beside them where the two differ)."""
     from vla_rl.evaluate import run_episodes
 
     episodes, kept = [], 0

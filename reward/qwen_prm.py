@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from reward.base import ProcessRewardModel
+from vla_rl import keys
 
 logger = logging.getLogger("vla_rl.prm")
 
@@ -33,6 +34,15 @@ def trained_prm_config(*directories: str | None) -> dict:
             with open(path) as f:
                 return json.load(f)
     return {}
+
+
+def trained_camera(trained: dict) -> str | None:
+    """The env camera (or view) of a PRM's training frames from its ``prm_config.json``: the
+    recorded one; the front camera for a trained PRM that records none (trained before cameras
+    were recorded); ``None`` (the policy's own view) for a PRM without that file."""
+    if not trained:
+        return None
+    return trained.get("camera") or keys.FRONT_CAMERA
 
 
 def threshold_fields(threshold: float, f1: float, tuned_on: str) -> dict:
@@ -137,7 +147,7 @@ class QwenProcessRM(ProcessRewardModel):
         prompt_template, answer_tokens = prompt_and_answers(model_path, adapter_path, prompt_template, answer_tokens)
         trained = trained_prm_config(adapter_path, model_path)
         self.image_size = trained.get("image_size") or None
-        self.camera = trained.get("camera") or None  # the env camera of its training frames (None: the policy's)
+        self.camera = trained_camera(trained)
         self.threshold = float(trained.get("decision_threshold", 0.5))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")

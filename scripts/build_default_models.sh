@@ -5,6 +5,7 @@
 #   1. record scripted-expert demonstrations of the default tasks (noisy execution, clean labels,
 #      counterfactual labels for the other objects, every colour object's position): 400 episodes
 #      per task, but only 12 of reach, so that the warm start leaves RL room on both tasks,
+#      (from the VLA_CAMERA view: front, wrist, or front+wrist side by side),
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
 #   3. pretrain its vision tower on simulator labels (which colour is where: vla_rl.vision_pretrain),
 #   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
@@ -17,9 +18,9 @@
 #      stage's policy at T = 0.5, as PPO samples it), each with a held-out set from disjoint seeds,
 #   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
 #      not run) or, with PRM_IMAGE_SIZE other than 56, from a prm-small checkpoint (14-px patches)
-#      whose vision tower is pretrained here at that size, or, with PRM_CAMERA=wrist (frames from
-#      the eye-in-hand camera), from a vla-small checkpoint whose tower is pretrained here on that
-#      camera's frames, and train it with reward.train_prm
+#      whose vision tower is pretrained here at that size, or, with a PRM_CAMERA other than
+#      VLA_CAMERA (wrist: frames from the eye-in-hand camera), from a vla-small checkpoint whose
+#      tower is pretrained here on that view's frames, and train it with reward.train_prm
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
 #      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
 #      permutation),
@@ -34,6 +35,8 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
+#   VLA_CAMERA=front+wrist STAGES=vla VLA_OUT=data/vla-fw bash scripts/build_default_models.sh
+#                                                              # a policy that sees the front and the wrist view
 #   DEMOS=400 DAGGER_TASKS="reach push" STAGES=vla VLA_OUT=data/vla-strong \
 #       bash scripts/build_default_models.sh                   # a warm start near the ceiling on reach (bench/README.md)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
@@ -63,7 +66,8 @@ PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held ou
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
 PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-56}"  # PRM frame side; 56 shares the VLA's vision tower, 112 pretrains its own
-PRM_CAMERA="${PRM_CAMERA:-front}"       # PRM frames: front (the policy's view, its vision tower) | wrist (eye in hand, its own tower)
+VLA_CAMERA="${VLA_CAMERA:-front}"       # VLA view: front | wrist (eye in hand) | front+wrist (both side by side)
+PRM_CAMERA="${PRM_CAMERA:-front}"       # PRM frames: front | wrist | front+wrist (its own vision tower unless VLA_CAMERA's)
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
 PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answer position (vla_rl.grounding)
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
@@ -78,7 +82,10 @@ fi
 for stage in $STAGES; do
     case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
 done
-case "$PRM_CAMERA" in front|wrist) ;; *) echo "error: PRM_CAMERA must be front or wrist, got '$PRM_CAMERA'." >&2; exit 2 ;; esac
+for view in VLA_CAMERA PRM_CAMERA; do
+    case "${!view}" in front|wrist|front+wrist) ;;
+        *) echo "error: $view must be front, wrist or front+wrist, got '${!view}'." >&2; exit 2 ;; esac
+done
 demos_for() {  # demos_for TASK: the expert episodes DEMOS gives TASK (its own entry, else a bare N)
     local entry bare=""
     for entry in $DEMOS; do
@@ -154,9 +161,9 @@ if [[ " $STAGES " == *" vla "* ]]; then
     demo_dirs=()
     for task in $TASKS; do
         episodes=$(demos_for "$task")
-        echo "[vla 1/4] expert demonstrations: $episodes episodes of $task at 56 px"
+        echo "[vla 1/4] expert demonstrations: $episodes episodes of $task at 56 px ($VLA_CAMERA view)"
         "$PYTHON" -m envs.demos --tasks "$task" --episodes "$episodes" --seed "$SEED" --image-size 56 \
-            --action-noise 0.15 --out "$WORK/demos-$task" --overwrite
+            --camera "$VLA_CAMERA" --action-noise 0.15 --out "$WORK/demos-$task" --overwrite
         demo_dirs+=("$WORK/demos-$task")
     done
     echo "[vla 2/4] untrained vla-small checkpoint"
@@ -164,7 +171,7 @@ if [[ " $STAGES " == *" vla "* ]]; then
         --out "$WORK/vla-init" --overwrite
     echo "[vla 3/4] vision pretraining ($VISION_STEPS steps on $VISION_EPISODES episodes per task)"
     "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
-        --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --seed "$SEED" --overwrite
+        --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --camera "$VLA_CAMERA" --seed "$SEED" --overwrite
     echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss, vision tower at" \
         "${VLA_VISION_LR_SCALE}x the learning rate) + closed-loop eval" \
         "on $EVAL_EPISODES held-out seeds per task"
@@ -191,7 +198,7 @@ if [[ " $STAGES " == *" prm "* ]]; then
         PRM_DATA+=("$WORK/prm-policy")
     fi
     PRM_INIT="$WORK/vla-vision"
-    if [ "$PRM_IMAGE_SIZE" != 56 ] || [ "$PRM_CAMERA" != front ]; then
+    if [ "$PRM_IMAGE_SIZE" != 56 ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ]; then
         PRM_INIT="$WORK/prm-vision"
         preset=prm-small  # 14-px patches for larger frames
         [ "$PRM_IMAGE_SIZE" != 56 ] || preset=vla-small
@@ -209,7 +216,7 @@ if [[ " $STAGES " == *" prm "* ]]; then
         "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
             --out "$WORK/vla-init" --overwrite
         "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
-            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --seed "$SEED" --overwrite
+            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --camera "$VLA_CAMERA" --seed "$SEED" --overwrite
     fi
     echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
         "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"

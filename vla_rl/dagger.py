@@ -63,7 +63,8 @@ def _task_samples(
     from vla_rl import keys
 
     seeds = list(seeds)
-    slots = [gym.make(envs.task_id(task), image_size=image_size) for _ in range(min(num_envs, len(seeds)))]
+    options = {"image_size": image_size, "camera": policy.camera}  # the view the policy was cloned on
+    slots = [gym.make(envs.task_id(task), **options) for _ in range(min(num_envs, len(seeds)))]
     experts = [make_expert(env) for env in slots]
     observations, instructions, steps = [None] * len(slots), [""] * len(slots), [0] * len(slots)
     live, successes = [], []

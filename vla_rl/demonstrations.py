@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from vla_rl import keys
+
 
 @dataclass
 class Demonstrations:
@@ -20,6 +22,7 @@ class Demonstrations:
     tasks: list[str]
     image_size: int
     colour_positions: np.ndarray | None = None  # (N, C, 3) where every episode recorded them
+    camera: str = keys.FRONT_CAMERA  # the view the frames come from (keys.VIEWS)
 
     def extended(self, samples: dict) -> Demonstrations:
         """These samples followed by ``samples`` (arrays as returned by :func:`vla_rl.dagger.collect`)."""
@@ -50,11 +53,12 @@ class Demonstrations:
         from envs.demos import iter_episodes, read_meta
 
         wanted = None if not tasks else {envs.task_id(task) for task in tasks}
-        images, states, actions, instructions, found, sizes = [], [], [], [], set(), set()
+        images, states, actions, instructions, found, sizes, cameras = [], [], [], [], set(), set(), set()
         colours = []
         for directory in directories:
             meta = read_meta(directory)
             sizes.add(int(meta["image_size"]))
+            cameras.add(meta.get("camera", keys.FRONT_CAMERA))  # recorded before cameras: the front one
             for record, episode in iter_episodes(directory):
                 if wanted is not None and record["task"] not in wanted:
                     continue
@@ -80,6 +84,8 @@ class Demonstrations:
             raise ValueError(f"--data {directories} holds no episodes of --tasks {tasks}.")
         if len(sizes) != 1:
             raise ValueError(f"--data directories have different image sizes {sorted(sizes)}; record them alike.")
+        if len(cameras) != 1:
+            raise ValueError(f"--data directories come from different cameras {sorted(cameras)}; record them alike.")
         return cls(
             np.concatenate(images),
             np.concatenate(states),
@@ -88,4 +94,5 @@ class Demonstrations:
             sorted(found),
             sizes.pop(),
             None if any(c is None for c in colours) else np.concatenate(colours).astype(np.float32),
+            cameras.pop(),
         )

@@ -32,17 +32,18 @@ def make_task_vector_env(
     max_env_length: int | None = None,
     prm_image_size: int | None = None,
     prm_camera: str | None = None,
+    camera: str | None = None,
 ):
-    """A synchronous vector env of one task (rendering in this process keeps the 2-core CPU
-    machine's cores for the policy; workers buy little when the policy dominates); with
-    ``prm_image_size`` or ``prm_camera``, it also renders the PRM's frames at that side or from
-    that camera."""
+    """A synchronous vector env of one task seen from ``camera`` (rendering in this process keeps
+    the 2-core CPU machine's cores for the policy; workers buy little when the policy
+    dominates); with ``prm_image_size`` or ``prm_camera``, it also renders the PRM's frames at
+    that side or from that camera."""
     import gymnasium as gym
 
     import envs
     from vla_rl.rollout import env_options
 
-    options = env_options(image_size, max_env_length, prm_image_size, prm_camera)
+    options = env_options(image_size, max_env_length, prm_image_size, prm_camera, camera)
     return gym.make_vec(envs.task_id(task), num_envs, vectorization_mode="sync", **options)
 
 
@@ -83,7 +84,8 @@ def run_episodes(
         return None if coloured is None else colour_positions(coloured())
 
     results: list[dict] = []
-    env = make_task_vector_env(task, min(num_envs, len(seeds)), image_size, max_env_length, prm_image_size, prm_camera)
+    count = min(num_envs, len(seeds))
+    env = make_task_vector_env(task, count, image_size, max_env_length, prm_image_size, prm_camera, policy.camera)
     prm_frames = keys.PRM_IMAGE in env.single_observation_space.spaces
     try:
         for start in range(0, len(seeds), env.num_envs):
@@ -248,7 +250,7 @@ def evaluate_policy(
                     prm_image_size=prm_image_size if prm is not None and video_dir else None,
                     prm_camera=prm_camera if prm is not None and video_dir else None,
                 )
-            inset = prm_camera not in (None, keys.FRONT_CAMERA)  # the PRM's frames come from another camera
+            inset = prm_camera not in (None, policy.camera)  # the PRM's frames come from another camera
             videos = write_videos(records, task, os.path.join(video_dir, task), prm, inset=inset) if video_dir else []
             succeeded = sum(bool(r["success"]) for r in records)
             summary["tasks"][task] = {

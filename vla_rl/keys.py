@@ -9,6 +9,9 @@ PRM_IMAGE = "prm_image"  # the frame at the PRM's own size or from its camera, w
 FRONT_CAMERA = "front"
 WRIST_CAMERA = "wrist"
 CAMERAS = (FRONT_CAMERA, WRIST_CAMERA)
+# Views an observation can have: one camera, or both side by side (LIBERO's agent view + eye in hand).
+FRONT_WRIST = f"{FRONT_CAMERA}+{WRIST_CAMERA}"
+VIEWS = (*CAMERAS, FRONT_WRIST)
 
 # Per-step info keys written by the environments.
 INSTRUCTION = "instruction"

@@ -64,7 +64,11 @@ class PRMConfig:
         """The env camera of the frames the PRM scores: the camera of its training set (its
         ``prm_config.json``; ``"wrist"`` for a PRM trained on the eye-in-hand view), else ``None``
         (it scores the policy's frames)."""
-        return self.trained_config().get("camera") if self.process_reward_model else None
+        if not self.process_reward_model:
+            return None
+        from reward.qwen_prm import trained_camera
+
+        return trained_camera(self.trained_config())
 
     def trained_config(self) -> dict:
         """The PRM's ``prm_config.json`` (its adapter's first); ``{}`` for a built-in PRM or none."""

@@ -34,17 +34,25 @@ def make_env_fns(tasks: list[str], num_envs: int, image_size: int, max_env_lengt
 
 
 def env_options(
-    image_size: int, max_env_length: int | None = 0, prm_image_size: int | None = None, prm_camera: str | None = None
+    image_size: int,
+    max_env_length: int | None = 0,
+    prm_image_size: int | None = None,
+    prm_camera: str | None = None,
+    camera: str | None = None,
 ) -> dict:
     """``gym.make`` keyword arguments of a task env: the frame side, the episode step limit (0 or
-    None: the task's) and, where they differ from the policy's, the side and the camera of the
-    PRM's frame (``envs.base.ManipulationEnv``)."""
+    None: the task's), the policy's view ``camera`` (None: the task's front camera) and, where
+    they differ from the policy's, the side and the camera of the PRM's frame
+    (``envs.base.ManipulationEnv``)."""
     options = {"image_size": image_size}
     if max_env_length:
         options["max_episode_steps"] = max_env_length
+    camera = camera or keys.FRONT_CAMERA
+    if camera != keys.FRONT_CAMERA:
+        options["camera"] = camera
     if prm_image_size and prm_image_size != image_size:
         options["prm_image_size"] = prm_image_size
-    if prm_camera and prm_camera != keys.FRONT_CAMERA:  # the policy's camera needs no option
+    if prm_camera and prm_camera != camera:  # the policy's own view needs no option
         options["prm_camera"] = prm_camera
     return options
 
@@ -56,6 +64,7 @@ def task_env_fns(
     prm_image_size: int | None = None,
     handover: dict | None = None,
     prm_camera: str | None = None,
+    camera: str | None = None,
 ) -> list:
     """One env constructor per entry of ``assigned`` (a task name each), made with :func:`env_options`.
 
@@ -64,7 +73,7 @@ def task_env_fns(
     trainer sets it (``env.call("set_handover_probability", p)``)."""
     import envs
 
-    kwargs = env_options(image_size, max_env_length, prm_image_size, prm_camera)
+    kwargs = env_options(image_size, max_env_length, prm_image_size, prm_camera, camera)
 
     def make(task):
         if not handover:

@@ -176,11 +176,12 @@ def train_sft(config: SFTConfig, progress: bool = True) -> dict:
         max_batch=config.batch_size,
         state_stats=state_stats,
     )
-    policy.image_size = demos.image_size
+    policy.image_size, policy.camera = demos.image_size, demos.camera
     grounding = relation = localisation = None
     if config.localisation_weight > 0:
+        episodes = config.localisation_episodes
         localisation = LocalisationRetention(
-            config.vla_path, model, task_names, config.localisation_episodes, demos.image_size, config.seed
+            config.vla_path, model, task_names, episodes, demos.image_size, config.seed, demos.camera
         )
     if config.grounding_weight > 0:
         grounding = GroundingLoss.for_model(model, policy.processor.tokenizer, config.grounding_layer)

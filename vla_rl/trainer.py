@@ -231,12 +231,13 @@ def train(config: TrainConfig) -> dict:
 
     grouped = config.ppo.grouped
     assigned = assign_tasks(tasks, config.env.num_envs, config.ppo.group_size if grouped else 1)
-    runtime = training_env(config, assigned, image_size, ranks)
+    runtime = training_env(config, assigned, image_size, ranks, policy.camera)
     env = runtime.env
     per_rank = f" per rank x {ranks.world} ranks" if ranks.world > 1 else ""
     prm_size, prm_camera = config.prm.frame_size(), config.prm.frame_camera()
     sizes = f"{image_size} px" + (f" (PRM frames {prm_size} px)" if prm_size and prm_size != image_size else "")
-    sizes += f" (PRM camera {prm_camera})" if prm_camera else ""
+    sizes += f", {policy.camera} view" if policy.camera != keys.FRONT_CAMERA else ""
+    sizes += f" (PRM camera {prm_camera})" if prm_camera not in (None, policy.camera) else ""
     say(f"{runtime.description}; tasks {tasks}; {config.env.num_envs} envs{per_rank} at {sizes}", flush=True)
 
     policy.model.train()

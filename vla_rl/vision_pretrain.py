@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from envs.rendering import view_cameras
 from envs.scene import COLOUR_NAMES
 from vla_rl import keys, seed_ranges
 from vla_rl.cli import require_at_least, require_positive
@@ -74,8 +75,8 @@ class VisionPretrainConfig:
                 raise ValueError(f"--{flag} must be >= 1, got {getattr(self, flag)}.")
         require_positive(self.learning_rate, "--learning_rate")
         require_at_least(self.action_noise, 0, "--action_noise")
-        if self.camera not in keys.CAMERAS:
-            raise ValueError(f"--camera must be one of {', '.join(keys.CAMERAS)}, got {self.camera!r}.")
+        if self.camera not in keys.VIEWS:
+            raise ValueError(f"--camera must be one of {', '.join(keys.VIEWS)}, got {self.camera!r}.")
         if os.path.exists(self.out) and not self.overwrite:
             raise FileExistsError(f"--out {self.out} already exists; pass --overwrite to replace it.")
 
@@ -114,8 +115,8 @@ def record(
     """Frames of noisy scripted-expert episodes from ``camera`` with per-cell visibility and
     positions of every palette object and the gripper: ``images (N, H, W, 3) uint8``, ``visible
     (N, cells, objects) bool``, ``positions (N, objects, 3) float32`` (metres / POSITION_SCALE, 0
-    if absent) — in the world for the fixed front camera, in the camera's own frame for the wrist
-    camera, whose view moves with the hand."""
+    if absent) — in the world for the fixed front camera (and a view that holds it), in the
+    camera's own frame for the wrist camera alone, whose view moves with the hand."""
     import gymnasium as gym
 
     import envs
@@ -139,7 +140,7 @@ def record(
                         k = OBJECTS.index(colour)
                         geoms[k], where[k] = ids, pos
                     geoms[-1], where[-1] = gripper, base.tcp_pos
-                    if camera != keys.FRONT_CAMERA:
+                    if camera == keys.WRIST_CAMERA:
                         where = in_camera_frame(base, camera, where).astype(np.float32)
                     images.append(obs["image"])
                     visible.append(cell_labels(base.segmentation(), geoms, cell))
@@ -218,7 +219,7 @@ class LocalisationRetention:
     noisy-expert frames recorded here (:func:`record`, on the cloned tasks' training seeds), with a
     held-out set to report."""
 
-    def __init__(self, vla_path: str, model, tasks: list[str], episodes: int, image_size: int, seed: int):
+    def __init__(self, vla_path: str, model, tasks: list[str], episodes: int, image_size: int, seed: int, camera: str):
         import torch
 
         from vla_rl.qwen.processor import QwenImageProcessor
@@ -228,8 +229,9 @@ class LocalisationRetention:
         self.image_processor = QwenImageProcessor.from_pretrained(vla_path)
         cell = self.image_processor.patch_size * self.image_processor.merge_size
         started = time.perf_counter()
-        self.data = record(tasks, episodes, image_size, cell, seed, 0.15, 1000)
-        self.heldout = record(tasks, max(2, episodes // 10), image_size, cell, seed_ranges.HELDOUT + seed, 0.15, 1000)
+        args = (image_size, cell)
+        self.data = record(tasks, episodes, *args, seed, 0.15, 1000, camera)
+        self.heldout = record(tasks, max(2, episodes // 10), *args, seed_ranges.HELDOUT + seed, 0.15, 1000, camera)
         print(
             f"localisation retention: {len(self.data['images'])} frames of {episodes} noisy-expert episodes per task "
             f"({time.perf_counter() - started:.0f} s)",
@@ -269,7 +271,8 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
     read_checkpoint_config(config.vla_path, "--vla_path")
     image_processor = QwenImageProcessor.from_pretrained(config.vla_path)
     cell = image_processor.patch_size * image_processor.merge_size
-    if image_processor.target_size(config.image_size, config.image_size) != (config.image_size, config.image_size):
+    frame = (config.image_size, config.image_size * len(view_cameras(config.camera)))
+    if image_processor.target_size(*frame) != frame:
         raise ValueError(f"--image_size {config.image_size} must be a multiple of {cell} px for this checkpoint.")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -350,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--camera",
         default=defaults.camera,
-        help=f"camera of the frames ({' | '.join(keys.CAMERAS)}; wrist: positions in the camera's frame)",
+        help=f"camera of the frames ({' | '.join(keys.VIEWS)}; wrist alone: positions in the camera's frame)",
     )
     parser.add_argument("--action_noise", type=float, default=defaults.action_noise, help="expert action noise std")
     parser.add_argument("--max_steps", type=int, default=defaults.max_steps, help="frames per episode at most")

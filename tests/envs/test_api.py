@@ -1,5 +1,7 @@
 """Gymnasium API, spaces, info contract, rendering and bad input for every built-in task."""
 
+import re
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -141,6 +143,28 @@ def test_prm_camera_renders_the_wrist_view_beside_the_policy_frame(make_env):
     assert keys.PRM_IMAGE not in make_env("push", prm_camera=keys.FRONT_CAMERA).reset(seed=0)[0]
 
 
+def test_front_and_wrist_view_is_both_frames_side_by_side(make_env):
+    """``camera="front+wrist"``: the observation is the front frame and the wrist frame side by
+    side, as each camera alone renders them; segmentation covers both halves; the PRM's frame can
+    be one camera of it."""
+    both = make_env("push", image_size=40, camera=keys.FRONT_WRIST, prm_camera=keys.FRONT_CAMERA)
+    alone = [make_env("push", image_size=40, camera=camera) for camera in keys.CAMERAS]
+    action = np.array([0.6, 0.3, -0.5, 0, 0, 0.2, 1], np.float32)
+    observations = [env.reset(seed=6)[0] for env in (both, *alone)]
+    for _ in range(2):
+        image = observations[0][keys.IMAGE]
+        assert image.shape == (40, 80, 3) and both.observation_space.contains(observations[0])
+        np.testing.assert_array_equal(image[:, :40], observations[1][keys.IMAGE])
+        np.testing.assert_array_equal(image[:, 40:], observations[2][keys.IMAGE])
+        np.testing.assert_array_equal(observations[0][keys.PRM_IMAGE], observations[1][keys.IMAGE])
+        observations = [env.step(action)[0] for env in (both, *alone)]
+    segmentation = both.unwrapped.segmentation()
+    assert segmentation.shape == (40, 80)
+    np.testing.assert_array_equal(segmentation[:, 40:], alone[1].unwrapped.segmentation())
+    blind = make_env("push", image_size=40, camera=keys.FRONT_WRIST, render_obs=False)
+    assert blind.reset(seed=0)[0][keys.IMAGE].shape == (40, 80, 3)
+
+
 def test_wrist_camera_puts_more_pixels_on_the_reached_block(make_env):
     """At reach success the named block lies between the fingers: the eye-in-hand view shows it
     several times larger than the front view does."""
@@ -163,9 +187,10 @@ def test_wrist_camera_puts_more_pixels_on_the_reached_block(make_env):
 
 
 @pytest.mark.parametrize("argument", ["camera", "prm_camera"])
-def test_unknown_camera_is_rejected(argument):
-    with pytest.raises(ValueError, match=f"{argument}='top' is not a camera.*'front', 'wrist'"):
-        gym.make("VLARL/Reach-v0", image_size=32, **{argument: "top"})
+@pytest.mark.parametrize("name", ["top", "front+top"])
+def test_unknown_camera_is_rejected(argument, name):
+    with pytest.raises(ValueError, match=rf"{argument}='{re.escape(name)}' is not a camera.*'front', 'wrist'"):
+        gym.make("VLARL/Reach-v0", image_size=32, **{argument: name})
 
 
 @pytest.mark.parametrize("bad, error", [(8, ValueError), (128.0, TypeError)])

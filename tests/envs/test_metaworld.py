@@ -77,3 +77,5 @@ def test_prm_frames_at_their_own_size():
         gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, prm_image_size=8)
     with pytest.raises(ValueError, match="prm_camera='wrist': Meta-World tasks render only"):
         gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, prm_camera="wrist")
+    with pytest.raises(ValueError, match="render one camera, not several side by side"):
+        gym.make("VLARL/MetaWorld-v0", task="reach-v3", image_size=32, camera="corner+gripperPOV")

@@ -199,5 +199,7 @@ def test_the_prms_frames_are_those_it_was_trained_on(tiny_qwen, tmp_path):
         ["--vla_path", tiny_qwen, "--prm_model_name_or_path", str(prm), "--process_reward_model", "False"]
     )
     assert (off.prm.frame_size(), off.prm.frame_camera()) == (None, None)
+    (prm / "prm_config.json").write_text(json.dumps({"image_size": 28}))  # trained before cameras were recorded
+    assert (on.prm.frame_size(), on.prm.frame_camera()) == (28, "front")  # they were all front frames
     (prm / "prm_config.json").write_text(json.dumps({}))  # a PRM trained elsewhere: the policy's frames
     assert (on.prm.frame_size(), on.prm.frame_camera()) == (None, None)

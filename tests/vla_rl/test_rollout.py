@@ -84,6 +84,17 @@ def test_rollout_records_which_episodes_were_handed_over(tiny_qwen):
     env.close()
 
 
+def test_env_options_follow_the_policys_view():
+    """A policy that sees another view gets it from every env; the PRM's frame is added only
+    where the PRM's camera is not that view (a front-camera PRM beside a wrist policy)."""
+    from vla_rl.rollout import env_options
+
+    assert env_options(56, camera=keys.FRONT_CAMERA) == env_options(56) == {"image_size": 56}
+    both = env_options(56, prm_camera=keys.FRONT_CAMERA, camera=keys.FRONT_WRIST)
+    assert both == {"image_size": 56, "camera": keys.FRONT_WRIST, "prm_camera": keys.FRONT_CAMERA}
+    assert "prm_camera" not in env_options(56, prm_camera=keys.WRIST_CAMERA, camera=keys.WRIST_CAMERA)
+
+
 def test_prm_frames_come_from_the_prms_camera():
     from vla_rl.rollout import env_options, task_env_fns
 

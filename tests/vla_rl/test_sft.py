@@ -117,6 +117,51 @@ def test_sft_writes_a_loadable_policy_that_reads_state_and_evaluates(demos, tiny
     torch.testing.assert_close(out_a["values"], out_b["values"])
 
 
+def test_a_policy_cloned_on_the_front_and_wrist_view_sees_it_everywhere(demos, tiny_qwen, tmp_path):
+    """Demonstrations recorded from ``front+wrist`` clone a policy that records that view; its
+    DAgger rounds, localisation retention and evaluation run in envs that render it, and the
+    loaded policy carries it (frames twice as wide). Demonstrations of two views do not mix."""
+    from vla_rl import keys
+
+    both = str(tmp_path / "both")
+    meta = record(["reach"], episodes=2, out=both, image_size=56, camera=keys.FRONT_WRIST, progress_bar=False)
+    assert meta["camera"] == keys.FRONT_WRIST
+    loaded = Demonstrations.load([both])
+    assert loaded.camera == keys.FRONT_WRIST and loaded.images.shape[1:] == (56, 112, 3)
+    assert Demonstrations.load([demos]).camera == keys.FRONT_CAMERA
+    with pytest.raises(ValueError, match="different cameras"):
+        Demonstrations.load([demos, both])
+    out = str(tmp_path / "policy")
+    summary = train_sft(
+        SFTConfig(
+            data=[both],
+            vla_path=tiny_qwen,
+            out=out,
+            steps=2,
+            batch_size=4,
+            warmup_steps=1,
+            eval_episodes=1,
+            localisation_weight=1.0,
+            localisation_episodes=1,
+            dagger_rounds=1,
+            dagger_episodes=1,
+            dagger_steps=1,
+            dagger_max_steps=2,
+        ),
+        progress=False,
+    )
+    assert summary["samples"] == len(loaded.actions) + 2  # one DAgger episode cut at 2 steps
+    assert summary["eval"]["tasks"]["reach"]["episodes"] == 1
+    policy = load_policy(out)
+    assert policy.camera == keys.FRONT_WRIST
+    frames = np.zeros((1, 56, 112, 3), np.uint8)
+    assert policy.act(frames, ["touch the red block"], np.zeros((1, 8), np.float32))["actions"].shape == (1, 7)
+    legacy = json.load(open(os.path.join(out, "vla_policy.json")))
+    del legacy["camera"]  # a policy saved before views were recorded saw the front camera
+    json.dump(legacy, open(os.path.join(out, "vla_policy.json"), "w"))
+    assert load_policy(out).camera == keys.FRONT_CAMERA
+
+
 def test_sft_rejects_bad_input_before_loading(demos, tiny_qwen, tmp_path):
     with pytest.raises(FileNotFoundError, match="--data"):
         train_sft(SFTConfig(data=[str(tmp_path)], vla_path=tiny_qwen, out=str(tmp_path / "o")))

@@ -62,6 +62,17 @@ def test_wrist_camera_labels_are_in_the_cameras_frame():
     assert data["visible"][:, :, -1].any(1).all()  # and the fingers are in view
 
 
+def test_front_and_wrist_view_labels_cover_both_halves_in_the_world_frame():
+    """Side by side, the frames are twice as wide, with twice the cells; positions stay in the
+    world frame (the front half shows them), as the front camera's alone."""
+    options = {"episodes": 1, "image_size": 56, "cell": 28, "seed": 3, "action_noise": 0.0, "max_steps": 3}
+    both, front = record(["push"], camera="front+wrist", **options), record(["push"], **options)
+    assert both["images"].shape == (3, 56, 112, 3) and both["visible"].shape == (3, 8, len(OBJECTS))
+    np.testing.assert_array_equal(both["images"][:, :, :56], front["images"])
+    np.testing.assert_array_equal(both["visible"].reshape(3, 2, 4, -1)[:, :, :2], front["visible"].reshape(3, 2, 2, -1))
+    np.testing.assert_allclose(both["positions"], front["positions"])
+
+
 def test_pretraining_learns_where_things_are_and_writes_a_loadable_checkpoint(tmp_path):
     from vla_rl.qwen.loading import load_model
 

@@ -38,7 +38,7 @@ class EnvWorker:
 
     Args:
         tasks: the task of each sub-env of the slice.
-        image_size, max_env_length, prm_image_size, handover, prm_camera: as in
+        image_size, max_env_length, prm_image_size, handover, prm_camera, camera: as in
             :func:`vla_rl.rollout.task_env_fns`.
         prm: a PRM (typically a :class:`~vla_rl.distributed.prm_server.RemotePRM`) or ``None``.
         shaping: keyword arguments of :class:`reward.vector.VectorRewardWrapper`.
@@ -54,13 +54,14 @@ class EnvWorker:
         prm_image_size: int | None = None,
         handover: dict | None = None,
         prm_camera: str | None = None,
+        camera: str | None = None,
     ):
         import os
 
         from vla_rl.rollout import task_env_fns
 
         env = gym.vector.SyncVectorEnv(
-            task_env_fns(tasks, image_size, max_env_length, prm_image_size, handover, prm_camera)
+            task_env_fns(tasks, image_size, max_env_length, prm_image_size, handover, prm_camera, camera)
         )
         if prm is not None:
             from reward.vector import VectorRewardWrapper
@@ -143,7 +144,8 @@ class RayVectorEnv(gym.vector.VectorEnv):
 
     Args:
         tasks: the task of every sub-env (split into contiguous slices, one per worker).
-        image_size, max_env_length, prm_image_size, handover, prm_camera: env options (see :class:`EnvWorker`).
+        image_size, max_env_length, prm_image_size, handover, prm_camera, camera: env options (see
+            :class:`EnvWorker`).
         num_workers: env worker actors.
         prm: a picklable PRM for the workers (a ``RemotePRM``) or ``None``.
         shaping: ``VectorRewardWrapper`` options (``deferred`` decides whether :meth:`flush` exists).
@@ -166,6 +168,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         prm_image_size: int | None = None,
         handover: dict | None = None,
         prm_camera: str | None = None,
+        camera: str | None = None,
     ):
         ray = require_ray()
         if not 1 <= num_workers <= len(tasks):
@@ -178,7 +181,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         options = actor_options or [{"num_cpus": 1}] * num_workers
         self.workers = [
             remote.options(max_restarts=max_restarts, max_task_retries=0, **options[k]).remote(
-                tasks[s], image_size, max_env_length, prm, shaping, prm_image_size, handover, prm_camera
+                tasks[s], image_size, max_env_length, prm, shaping, prm_image_size, handover, prm_camera, camera
             )
             for k, s in enumerate(self.slices)
         ]

@@ -143,8 +143,11 @@ def shared_prm_server(spec: PRMSpec, config: TrainConfig, options: dict, ranks):
     return server, client
 
 
-def training_env(config: TrainConfig, assigned: list[str], image_size: int, ranks=None) -> TrainingEnv:
-    """The run's env (see the module doc); ``ranks`` (FSDP) share one Ray cluster and PRM server."""
+def training_env(
+    config: TrainConfig, assigned: list[str], image_size: int, ranks=None, camera: str | None = None
+) -> TrainingEnv:
+    """The run's env (see the module doc), seen from the policy's ``camera`` (None: the front
+    one); ``ranks`` (FSDP) share one Ray cluster and PRM server."""
     from vla_rl.distributed.ranks import SINGLE
 
     ranks = ranks or SINGLE
@@ -165,6 +168,7 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
                 config.prm.frame_size(),
                 config.env.handover(),
                 config.prm.frame_camera(),
+                camera,
             )
         )
         prm = build_prm(config, backends.prm)
@@ -203,6 +207,7 @@ def training_env(config: TrainConfig, assigned: list[str], image_size: int, rank
         prm_image_size=config.prm.frame_size(),
         handover=config.env.handover(),
         prm_camera=config.prm.frame_camera(),
+        camera=camera,
     )
     per_rank = " per rank" if ranks.world > 1 else ""
     described = (

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from vla_rl import keys
 from vla_rl.policy.action_tokenizer import STATS_FILE, ActionStats, ActionTokenizer
 from vla_rl.policy.vla import DEFAULT_PROMPT, VLAPolicy
 
@@ -67,6 +68,7 @@ def load_policy(
     if os.path.isfile(head):
         policy.value_head.load_state_dict(load_file(head, device=str(policy.device)))
     policy.image_size = config.get("image_size")
+    policy.camera = config.get("camera") or keys.FRONT_CAMERA  # saved before cameras: the front one
     policy.tasks = config.get("tasks")
     return policy
 
@@ -96,6 +98,7 @@ def save_policy(
         "state_q01": None if state is None else state.q01.tolist(),
         "state_q99": None if state is None else state.q99.tolist(),
         "image_size": image_size if image_size is not None else policy.image_size,
+        "camera": policy.camera,
         "tasks": policy.tasks,
     }
     with open(os.path.join(directory, POLICY_FILE), "w") as f:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_rl import keys
 from vla_rl.policy.action_tokenizer import GREEDY_DECODINGS, NUM_BINS, ActionStats, ActionTokenizer
 
 DEFAULT_PROMPT = "What action should the robot take to {instruction}?"
@@ -94,6 +95,7 @@ class VLAPolicy(nn.Module):
         self.state_stats = state_stats
         self.value_trunk_grad = True  # False: the value loss trains the value head only
         self.image_size: int | None = None  # the frame size the policy was trained at, if known
+        self.camera = keys.FRONT_CAMERA  # the view it observes (keys.VIEWS), from its training frames
         self.tasks: list[str] | None = None  # the tasks it was trained on, if known
         hidden = model.config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden, 1)
