@@ -71,9 +71,9 @@ def _panel(step: dict, instruction: str, length: int, threshold: float) -> np.nd
     return panel
 
 
-def _strip(scores: np.ndarray, upto: int, threshold: float) -> np.ndarray:
-    strip = np.full((STRIP, VIEW + PANEL, 3), 18, np.uint8)
-    left, right, top, bottom = 40, VIEW + PANEL - 10, 8, STRIP - 12
+def _strip(scores: np.ndarray, upto: int, threshold: float, width: int = VIEW + PANEL) -> np.ndarray:
+    strip = np.full((STRIP, width, 3), 18, np.uint8)
+    left, right, top, bottom = 40, width - 10, 8, STRIP - 12
     _text(strip, "PRM", 14, GREY, x=4, scale=0.4)
     cv2.rectangle(strip, (left, top), (right, bottom), (70, 70, 70), 1)
     y_threshold = int(bottom - threshold * (bottom - top))
@@ -90,16 +90,19 @@ def _strip(scores: np.ndarray, upto: int, threshold: float) -> np.ndarray:
     return strip
 
 
-def _fit(frame, side: int) -> np.ndarray:
-    interpolation = cv2.INTER_NEAREST if frame.shape[0] <= side // 2 else cv2.INTER_AREA
-    return cv2.resize(np.asarray(frame, np.uint8), (side, side), interpolation=interpolation)
+def _fit(frame, height: int) -> np.ndarray:
+    """``frame`` scaled to ``height`` rows, its aspect kept (a two-camera view stays twice as wide)."""
+    width = round(height * frame.shape[1] / frame.shape[0])
+    interpolation = cv2.INTER_NEAREST if frame.shape[0] <= height // 2 else cv2.INTER_AREA
+    return cv2.resize(np.asarray(frame, np.uint8), (width, height), interpolation=interpolation)
 
 
 def compose_frames(
     frames: np.ndarray, steps: list[dict], instruction: str, threshold: float = 0.5, insets: np.ndarray | None = None
 ) -> np.ndarray:
     """``(T+1, VIEW+STRIP, VIEW+PANEL, 3) uint8`` annotated frames (``VIEW+PANEL+INSET`` wide with
-    ``insets``).
+    ``insets``; a view ``k`` times wider than high, as two cameras side by side, is ``k·VIEW``
+    wide, and an inset likewise).
 
     Args:
         frames: ``(T+1, H, W, 3)`` camera frames; frame 0 is the reset frame.
@@ -114,18 +117,19 @@ def compose_frames(
     if insets is not None and len(insets) != len(frames):
         raise ValueError(f"{len(frames)} frames but {len(insets)} inset frames.")
     scores = np.array([np.nan if s.get("score") is None else s["score"] for s in steps], float)
-    width = VIEW + PANEL + (INSET if insets is not None else 0)
-    out = np.full((len(frames), VIEW + STRIP, width, 3), 18, np.uint8)
+    view = _fit(frames[0], VIEW).shape[1]  # the view's width
+    column = 0 if insets is None else _fit(insets[0], INSET).shape[1]
+    out = np.full((len(frames), VIEW + STRIP, view + PANEL + column, 3), 18, np.uint8)
     length = len(frames) - 1
     for t, (frame, step) in enumerate(zip(frames, steps, strict=True)):
-        out[t, :VIEW, :VIEW] = _fit(frame, VIEW)
-        out[t, :VIEW, VIEW : VIEW + PANEL] = _panel(step, instruction, length, threshold)
-        out[t, VIEW:, : VIEW + PANEL] = _strip(scores, t, threshold)
+        out[t, :VIEW, :view] = _fit(frame, VIEW)
+        out[t, :VIEW, view : view + PANEL] = _panel(step, instruction, length, threshold)
+        out[t, VIEW:, : view + PANEL] = _strip(scores, t, threshold, view + PANEL)
         if insets is not None:
-            column = out[t, :VIEW, VIEW + PANEL :]
-            column[:] = 28
-            _text(column, "PRM view", 16, GREY, x=4, scale=0.4)
-            column[INSET_TOP : INSET_TOP + INSET] = _fit(insets[t], INSET)
+            right = out[t, :VIEW, view + PANEL :]
+            right[:] = 28
+            _text(right, "PRM view", 16, GREY, x=4, scale=0.4)
+            right[INSET_TOP : INSET_TOP + INSET] = _fit(insets[t], INSET)
     return out
 
 
@@ -202,11 +206,16 @@ class VideoSaver:
         except Exception as error:
             logger.warning("could not queue a video: %s: %s", type(error).__name__, error)
 
-    def submit(self, frames: list, steps: list[dict], instruction: str, task: str, success: bool) -> str:
+    def submit(
+        self, frames: list, steps: list[dict], instruction: str, task: str, success: bool, insets: list | None = None
+    ) -> str:
+        """Write one episode in the background (``insets``: the PRM's frames of another camera,
+        see :func:`compose_frames`); returns the video's path."""
         path = os.path.join(self.folder, video_name(self.episodes - 1, task, success))
         self.saved.append(path)
+        insets = None if insets is None else np.stack(insets)
         future = self._pool.submit(
-            write_episode_video, path, np.stack(frames), steps, instruction, self.fps, self.threshold
+            write_episode_video, path, np.stack(frames), steps, instruction, self.fps, self.threshold, insets
         )
         future.add_done_callback(lambda f, p=path: self._done(f, p))
         self._futures.append(future)

@@ -114,6 +114,7 @@ class RolloutBatch:
     episodes: list[dict] = field(default_factory=list)  # finished episodes: task, success, length, returns
     dropped_episodes: int = 0  # episodes cut by a crashed env worker (their steps are not valid)
     timing: dict = field(default_factory=dict)
+    prm_images: np.ndarray | None = None  # the PRM's frames, where the env renders them beside the policy's
 
     @property
     def rewards(self) -> np.ndarray:
@@ -197,6 +198,9 @@ class Rollout:
         image_shape = self.observations[keys.IMAGE].shape[1:]
         images = np.empty((T, N, *image_shape), np.uint8)
         states = np.empty((T, N, self.observations[keys.STATE].shape[1]), np.float32)
+        prm_images = None
+        if keys.PRM_IMAGE in self.observations:
+            prm_images = np.empty((T, N, *self.observations[keys.PRM_IMAGE].shape[1:]), np.uint8)
         instructions: list[list[str]] = []
         token_ids, logprobs, values = [], [], []
         env_rewards = np.zeros((T, N))
@@ -217,6 +221,8 @@ class Rollout:
                 break
             images[t] = self.observations[keys.IMAGE]
             states[t] = self.observations[keys.STATE]
+            if prm_images is not None:
+                prm_images[t] = self.observations[keys.PRM_IMAGE]
             instructions.append(list(self.instructions))
             valid[t] = ~(self.ending | finished)
             handover[t] = self.handover
@@ -251,6 +257,7 @@ class Rollout:
         if episodic and not finished.all():
             raise RuntimeError(f"an episode ran past {self.num_steps} steps; raise the rollout's step bound.")
         images, states = images[:T], states[:T]
+        prm_images = None if prm_images is None else prm_images[:T]
         env_rewards, prm_rewards, prm_scores = env_rewards[:T], prm_rewards[:T], prm_scores[:T]
         terminated, truncated, valid = terminated[:T], truncated[:T], valid[:T]
         successes, progress, dropped, handover = successes[:T], progress[:T], dropped[:T], handover[:T]
@@ -290,6 +297,7 @@ class Rollout:
             episodes,
             int(dropped.sum()),
             timing,
+            prm_images,
         )
 
     def _act(self, images, instructions, states, rows) -> dict:
@@ -392,17 +400,22 @@ def step_limit(tasks: list[str], max_env_length: int = 0) -> int:
 
 class EpisodeVideos:
     """Annotated videos of training episodes, built from the rollout buffers after the PRM
-    scored them (so deferred scoring still puts the PRM score of every frame on screen)."""
+    scored them (so deferred scoring still puts the PRM score of every frame on screen). With
+    ``inset``, the PRM's own frames (another camera's) are drawn beside the policy's view."""
 
-    def __init__(self, folder: str, tasks: list[str], every: int, max_videos: int, threshold: float):
+    def __init__(self, folder: str, tasks: list[str], every: int, max_videos: int, threshold: float, inset=False):
         from reward.video import VideoSaver
 
         self.saver = VideoSaver(folder, every=every, max_videos=max_videos, threshold=threshold)
         self.tasks = tasks
+        self.inset = inset
         self.current: list[dict | None] = [None] * len(tasks)
 
-    def add(self, batch, last_images: np.ndarray, actions: np.ndarray) -> None:
+    def add(self, batch, last_observations: dict, actions: np.ndarray) -> None:
+        """Add ``batch``'s steps; ``last_observations``: the env's observations after its last step."""
         T, N = batch.valid.shape
+        insets = self.inset and batch.prm_images is not None
+        last_images = last_observations[keys.IMAGE]
         for t in range(T):
             for i in range(N):
                 if not batch.valid[t, i]:
@@ -414,8 +427,12 @@ class EpisodeVideos:
                         "instruction": batch.instructions[t][i],
                         "steps": [{"t": 0}],
                         "total": 0.0,
+                        "insets": [batch.prm_images[t, i]] if insets else None,
                     }
                 frame = batch.images[t + 1, i] if t + 1 < T else last_images[i]
+                if insets:
+                    after = batch.prm_images[t + 1, i] if t + 1 < T else last_observations[keys.PRM_IMAGE][i]
+                    episode["insets"].append(after)
                 reward = float(batch.env_rewards[t, i] + batch.prm_rewards[t, i])
                 episode["total"] += reward
                 done = bool(batch.terminated[t, i] or batch.truncated[t, i])
@@ -441,6 +458,7 @@ class EpisodeVideos:
                             episode["instruction"],
                             self.tasks[i],
                             bool(batch.terminated[t, i]),
+                            episode["insets"],
                         )
 
     def close(self) -> None:

@@ -290,6 +290,7 @@ def train(config: TrainConfig) -> dict:
             config.run.video_every,
             config.run.max_videos,
             config.prm.decision_threshold(),
+            inset=prm_camera not in (None, policy.camera),  # the PRM's frames come from another camera
         )
     if ranks.is_main:
         metrics_log = MetricLogger(
@@ -323,7 +324,7 @@ def train(config: TrainConfig) -> dict:
             rollout_seconds = time.perf_counter() - start
             if videos is not None:
                 actions = policy.action_tokenizer.decode(batch.token_ids.numpy())
-                videos.add(batch, rollout.observations[keys.IMAGE], actions)
+                videos.add(batch, rollout.observations, actions)
             rewards, valid = torch.from_numpy(batch.rewards).float(), torch.from_numpy(batch.valid)
             advantages, returns = compute_gae(
                 rewards,

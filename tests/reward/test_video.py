@@ -79,6 +79,22 @@ def test_the_prms_own_camera_is_drawn_beside_the_view():
         compose_frames(frames, steps, "push", insets=insets[:1])
 
 
+def test_a_two_camera_view_keeps_its_aspect():
+    """Frames twice as wide as high (front and wrist side by side) are drawn 2·VIEW wide, each
+    half intact, with the panel and the strip beside and under them; an inset likewise."""
+    frames = np.zeros((2, 32, 64, 3), np.uint8)
+    frames[:, :, :32] = (200, 30, 30)
+    frames[:, :, 32:] = (30, 30, 200)
+    insets = np.full((2, 16, 32, 3), 90, np.uint8)
+    steps = [{"t": 0, "score": 0.2}, {"t": 1, "score": 0.8}]
+    video = compose_frames(frames, steps, "push", insets=insets)
+    assert video.shape == (2, VIEW + 80, 2 * VIEW + 256 + 2 * INSET, 3)
+    assert np.all(video[:, :VIEW, :VIEW] == (200, 30, 30)) and np.all(video[:, :VIEW, VIEW : 2 * VIEW] == (30, 30, 200))
+    assert np.all(video[:, INSET_TOP : INSET_TOP + INSET, -2 * INSET :] == 90)
+    square = compose_frames(frames[:, :, :32], steps, "push")
+    np.testing.assert_array_equal(video[:, :VIEW, 2 * VIEW : 2 * VIEW + 256], square[:, :VIEW, VIEW:])  # the panel
+
+
 def test_written_video_shows_the_score_change(tmp_path):
     env = RecordAnnotatedVideo(
         RewardWrapper(gym.make("VLARL/PickPlace-v0", image_size=64), OracleRM("success"), mode="binary"),

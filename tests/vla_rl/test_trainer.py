@@ -259,8 +259,18 @@ def test_a_prm_trained_on_another_frame_size_scores_frames_rendered_at_its_size(
     with open(os.path.join(prm, "prm_config.json"), "w") as f:
         json.dump({"image_size": 28, **({"camera": camera} if camera else {})}, f)  # the policy sees 56-px frames
     flags = ["--prm_model_name_or_path", prm, "--prm_reward_mode", "prob", "--max_iterations", "1"]
-    summary = train(small_run(tiny_qwen, tmp_path, *flags, "--eval_episodes", "1"))
+    videos = ["--save_video", "True", "--video_every", "1", "--max_videos", "1"]
+    summary = train(small_run(tiny_qwen, tmp_path, *flags, *videos, "--eval_episodes", "1"))
     assert ("(PRM camera wrist)" in capsys.readouterr().out) == (camera == "wrist")
+    # Training videos show the PRM's frames beside the policy's view where they come from another camera.
+    import imageio.v2 as imageio
+
+    from reward.video import INSET, PANEL, VIEW
+
+    (name,) = [p for p in os.listdir(tmp_path / "run" / "videos") if p.endswith(".mp4")]
+    with imageio.get_reader(str(tmp_path / "run" / "videos" / name)) as reader:
+        width = reader.get_data(0).shape[1]
+    assert width == VIEW + PANEL + (INSET if camera == "wrist" else 0)
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert 0.0 < rows[-1]["rollout/prm_score_mean"] < 1.0  # the PRM refuses any frame but 28 px
     assert [p for p in os.listdir(tmp_path / "run" / "eval" / "videos" / "reach") if p.endswith(".mp4")]
