@@ -32,6 +32,21 @@ def test_concurrent_requests_become_one_prm_call_with_the_direct_scores(ray_clus
     assert stats["requests"] == 4 and stats["calls"] == 1 and stats["frames"] == 24  # 4 requests -> 1 PRM call
 
 
+def test_the_client_knows_the_served_prms_decision_threshold(ray_cluster, tiny_qwen, tmp_path):
+    import json
+    import shutil
+
+    prm = str(tmp_path / "prm")
+    shutil.copytree(tiny_qwen, prm)
+    with open(os.path.join(prm, "prm_config.json"), "w") as f:
+        json.dump({"decision_threshold": 0.83}, f)
+    server, client = start_prm_server(PRMSpec(prm, device="cpu"))
+    try:
+        assert client.threshold == pytest.approx(0.83)  # the final evaluation's videos mark it
+    finally:
+        ray.kill(server)
+
+
 def test_batches_keep_requests_whole_and_respect_the_size_limit(ray_cluster):
     server, _ = start_prm_server(PRMSpec("dummy"), max_batch_size=10, max_wait_ms=300)
     try:

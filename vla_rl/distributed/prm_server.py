@@ -129,17 +129,20 @@ class PRMServer:
             offset += len(request[0])
 
     async def stats(self) -> dict:
-        return {**self.stats_, "name": self.name}
+        """Calls and frames served so far, the PRM's name and its decision threshold."""
+        return {**self.stats_, "name": self.name, "threshold": self.prm.threshold}
 
 
 class RemotePRM(ProcessRewardModel):
-    """A PRM whose scoring happens in a :class:`PRMServer` (picklable: pass it to env workers)."""
+    """A PRM whose scoring happens in a :class:`PRMServer` (picklable: pass it to env workers);
+    it carries the served PRM's decision threshold, for the videos' marks."""
 
     name = "remote"
 
     def __init__(self, server, timeout_s: float = 600.0):
         self.server = server
         self.timeout_s = timeout_s
+        self.threshold = float(require_ray().get(server.stats.remote(), timeout=timeout_s)["threshold"])
 
     def _score(self, frames, instructions, infos):
         ray = require_ray()
