@@ -45,7 +45,7 @@ from vla_rl import seed_ranges
 PENALTIES = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
-def record_frames(tasks: list[str], episodes: int, seed_base: int, image_size: int) -> dict:
+def record_frames(tasks: list[str], episodes: int, seed_base: int, image_size: int, camera: str = "front") -> dict:
     """Frames of noisy-expert episodes with their instruction, state, named and palette positions."""
     import gymnasium as gym
 
@@ -55,7 +55,7 @@ def record_frames(tasks: list[str], episodes: int, seed_base: int, image_size: i
 
     out = {k: [] for k in ("images", "states", "instructions", "named", "colours", "episode", "task")}
     for t, task in enumerate(tasks):
-        env = gym.make(envs.task_id(task), image_size=image_size)
+        env = gym.make(envs.task_id(task), image_size=image_size, camera=camera)
         try:
             for i in range(episodes):
                 seed = seed_base + 10_000 * t + i
@@ -100,15 +100,17 @@ def features(vla_path: str, data: dict, batch: int) -> dict[str, np.ndarray]:
     return result
 
 
-def record_cells(tasks: list[str], episodes: int, seed_base: int, image_size: int, cell: int) -> tuple[dict, dict]:
+def record_cells(
+    tasks: list[str], episodes: int, seed_base: int, image_size: int, cell: int, camera: str = "front"
+) -> tuple[dict, dict]:
     """The same episodes recorded as vision pretraining records them (per-cell visibility and the
     position of every palette object and the gripper), split into probe-training and held-out
     episodes as :func:`main` splits them."""
     from vla_rl.vision_pretrain import record
 
     train_episodes = int(episodes * 0.75)
-    train = record(tasks, train_episodes, image_size, cell, seed_base, 0.15, 1000)
-    heldout = record(tasks, episodes - train_episodes, image_size, cell, seed_base + train_episodes, 0.15, 1000)
+    train = record(tasks, train_episodes, image_size, cell, seed_base, 0.15, 1000, camera)
+    heldout = record(tasks, episodes - train_episodes, image_size, cell, seed_base + train_episodes, 0.15, 1000, camera)
     return train, heldout
 
 
@@ -324,10 +326,16 @@ def main() -> None:
     from vla_rl.qwen.loading import read_checkpoint_config
 
     args.vla_path = [resolve_policy_path(path) for path in args.vla_path]  # run and iter_N dirs too
+    from vla_rl.policy.checkpoint import read_policy_config
+
     for path in args.vla_path:
         read_checkpoint_config(path, "--vla_path")
+    views = {read_policy_config(path).get("camera") or "front" for path in args.vla_path}
+    if len(views) > 1:
+        parser.error(f"--vla_path: the policies see different views {sorted(views)}; probe policies of one view")
+    (camera,) = views
     start = time.perf_counter()
-    data = record_frames(args.tasks, args.episodes, args.seed_base, args.image_size)
+    data = record_frames(args.tasks, args.episodes, args.seed_base, args.image_size, camera)
     seconds = time.perf_counter() - start
     print(f"{len(data['images'])} frames of {args.episodes} noisy-expert episodes per task ({seconds:.0f} s)")
     results = {"tasks": args.tasks, "episodes": args.episodes, "seed_base": args.seed_base, "policies": {}}
@@ -342,6 +350,7 @@ def main() -> None:
             args.seed_base,
             args.image_size,
             image_processor.patch_size * image_processor.merge_size,
+            camera,
         )
     for path in args.vla_path:
         start = time.perf_counter()
