@@ -114,7 +114,7 @@ class RolloutBatch:
     episodes: list[dict] = field(default_factory=list)  # finished episodes: task, success, length, returns
     dropped_episodes: int = 0  # episodes cut by a crashed env worker (their steps are not valid)
     timing: dict = field(default_factory=dict)
-    prm_images: np.ndarray | None = None  # the PRM's frames, where the env renders them beside the policy's
+    prm_images: np.ndarray | None = None  # the PRM's frames, where kept (Rollout.keep_prm_frames)
 
     @property
     def rewards(self) -> np.ndarray:
@@ -137,7 +137,12 @@ class Rollout:
             from one initial state (seeds ``seed, seed + 1, ...`` one per group, fresh every
             rollout), and each sub-env runs exactly one episode, to its end; ``num_steps`` is then
             the longest an episode may run (the tasks' step limit), a bound that is checked.
+
+    Set ``keep_prm_frames`` to keep the PRM's own frames (``obs["prm_image"]``) in each batch,
+    for videos that show them; off, they are not copied.
     """
+
+    keep_prm_frames = False
 
     def __init__(
         self,
@@ -199,7 +204,7 @@ class Rollout:
         images = np.empty((T, N, *image_shape), np.uint8)
         states = np.empty((T, N, self.observations[keys.STATE].shape[1]), np.float32)
         prm_images = None
-        if keys.PRM_IMAGE in self.observations:
+        if self.keep_prm_frames and keys.PRM_IMAGE in self.observations:
             prm_images = np.empty((T, N, *self.observations[keys.PRM_IMAGE].shape[1:]), np.uint8)
         instructions: list[list[str]] = []
         token_ids, logprobs, values = [], [], []

@@ -292,6 +292,7 @@ def train(config: TrainConfig) -> dict:
             config.prm.decision_threshold(),
             inset=prm_camera not in (None, policy.camera),  # the PRM's frames come from another camera
         )
+        rollout.keep_prm_frames = videos.inset
     if ranks.is_main:
         metrics_log = MetricLogger(
             run_dir,
