@@ -130,6 +130,15 @@ def test_a_trained_prm_knows_its_frame_size_and_refuses_others(tiny_qwen, tmp_pa
     assert prm.score(FRAMES[:2, :56, :56], TEXTS[:2]).shape == (2,)
     with pytest.raises(ValueError, match=r"trained on 56-px frames .*\(--prm_image_size 56"):
         prm.score(FRAMES[:2], TEXTS[:2])
+    # a PRM of a two-camera view takes its frames side by side, twice as wide
+    two_views = str(tmp_path / "two_views")
+    shutil.copytree(tiny_qwen, two_views)
+    with open(os.path.join(two_views, "prm_config.json"), "w") as f:
+        json.dump({"image_size": 28, "camera": "front+wrist"}, f)
+    both = QwenProcessRM(two_views)
+    assert both.score(FRAMES[:2, :28, :56], TEXTS[:2]).shape == (2,)
+    with pytest.raises(ValueError, match="trained on 28-px frames and got 28x28"):
+        both.score(FRAMES[:2, :28, :28], TEXTS[:2])
     # the PPO config reads the size from the PRM, and renders the PRM's frames at it
     from vla_rl.config import parse_config
 
