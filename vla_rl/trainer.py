@@ -184,9 +184,10 @@ def checked_run_dir(config: TrainConfig) -> str | None:
 
 def train(config: TrainConfig) -> dict:
     """Run PPO as configured; returns the final summary (also written to ``summary.json``)."""
+    from vla_rl.episode_videos import EpisodeVideos
     from vla_rl.metrics import MetricLogger
     from vla_rl.policy.checkpoint import load_policy
-    from vla_rl.rollout import EpisodeVideos, Rollout, assign_tasks, rollout_metrics, step_limit
+    from vla_rl.rollout import Rollout, assign_tasks, rollout_metrics, step_limit
 
     run_dir = config.run_dir
     resume_from = checked_run_dir(config)
