@@ -17,7 +17,7 @@ from importlib import resources
 import gymnasium as gym
 import numpy as np
 
-from envs.rendering import CameraRenderer, configure_gl_backend, view_cameras
+from envs.rendering import CameraRenderer, configure_gl_backend, view_cameras, view_frame_shape
 from vla_rl import keys
 
 configure_gl_backend()
@@ -154,13 +154,13 @@ class ManipulationEnv(gym.Env):
         self.prm_image_size = None if prm_image_size in (None, image_size) else int(prm_image_size)
         self._prm_renderer = None
         spaces = {
-            keys.IMAGE: gym.spaces.Box(0, 255, self._frame_shape(self.image_size, self.camera), np.uint8),
+            keys.IMAGE: gym.spaces.Box(0, 255, view_frame_shape(self.image_size, self.camera), np.uint8),
             keys.STATE: gym.spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
         }
         if self.prm_image_size is not None or self.prm_camera != self.camera:
             side = self.prm_image_size or self.image_size
             self._prm_renderer = CameraRenderer(self.model, side, side, self.prm_camera)
-            spaces[keys.PRM_IMAGE] = gym.spaces.Box(0, 255, self._frame_shape(side, self.prm_camera), np.uint8)
+            spaces[keys.PRM_IMAGE] = gym.spaces.Box(0, 255, view_frame_shape(side, self.prm_camera), np.uint8)
         self._home_qpos = self._solve_home()
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
@@ -189,10 +189,6 @@ class ManipulationEnv(gym.Env):
                 f"{argument}={name!r} is not a camera of this scene; use one of {names}, or several joined by '+'."
             )
         return name
-
-    @staticmethod
-    def _frame_shape(side: int, view: str) -> tuple[int, int, int]:
-        return side, side * len(view_cameras(view)), 3
 
     def _lookup_ids(self) -> SceneIds:
         m = self.model
@@ -323,11 +319,11 @@ class ManipulationEnv(gym.Env):
         if self.render_obs:
             image = self._render_frame().copy()
         else:
-            image = np.zeros(self._frame_shape(self.image_size, self.camera), np.uint8)
+            image = np.zeros(view_frame_shape(self.image_size, self.camera), np.uint8)
         observation = {keys.IMAGE: image, keys.STATE: self.proprio()}
         if self._prm_renderer is not None:
             side = self.prm_image_size or self.image_size
-            shape = self._frame_shape(side, self.prm_camera)
+            shape = view_frame_shape(side, self.prm_camera)
             prm_image = self._prm_renderer.render(self.data) if self.render_obs else np.zeros(shape, np.uint8)
             observation[keys.PRM_IMAGE] = prm_image
         return observation

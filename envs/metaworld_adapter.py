@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium.error import DependencyNotInstalled
 
 from envs.base import validate_action
-from envs.rendering import configure_gl_backend
+from envs.rendering import configure_gl_backend, view_cameras
 from envs.scene import approach
 from vla_rl import keys
 
@@ -68,7 +68,7 @@ class MetaWorldEnv(gym.Env):
         prm_image_size: int | None = None,
         prm_camera: str | None = None,
     ):
-        if "+" in camera:
+        if len(view_cameras(camera)) > 1:
             raise ValueError(
                 f"camera={camera!r}: Meta-World tasks render one camera, not several side by side; use a "
                 "policy cloned on one camera's frames."

@@ -74,6 +74,11 @@ def view_cameras(view: str) -> list[str]:
     return view.split("+")
 
 
+def view_frame_shape(side: int, view: str) -> tuple[int, int, int]:
+    """``(H, W, 3)`` of a view's frames: each camera ``side`` square, side by side."""
+    return side, side * len(view_cameras(view)), 3
+
+
 class CameraRenderer:
     """Renders one named camera of a model to uint8 RGB with shadows and reflections off; a view
     of several cameras joined by ``+`` (``"front+wrist"``) is their frames side by side, each

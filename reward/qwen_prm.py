@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from envs.rendering import view_cameras
+from envs.rendering import view_frame_shape
 from reward.base import ProcessRewardModel
 from vla_rl import keys
 
@@ -197,8 +197,8 @@ class QwenProcessRM(ProcessRewardModel):
     def _score(self, frames, instructions, infos):
         import torch
 
-        views = len(view_cameras(self.camera)) if self.camera else 1  # cameras side by side
-        if self.image_size and frames.shape[1:3] != (self.image_size, self.image_size * views):
+        view = self.camera or keys.FRONT_CAMERA  # no recorded camera: frames of one camera
+        if self.image_size and frames.shape[1:3] != view_frame_shape(self.image_size, view)[:2]:
             raise ValueError(
                 f"this PRM was trained on {self.image_size}-px frames and got {frames.shape[2]}x{frames.shape[1]}; "
                 f"render them at its size (--prm_image_size {self.image_size}, or the env's prm_image_size)."

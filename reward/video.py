@@ -90,9 +90,14 @@ def _strip(scores: np.ndarray, upto: int, threshold: float, width: int = VIEW + 
     return strip
 
 
+def _width(frame, height: int) -> int:
+    """The width of ``frame`` scaled to ``height`` rows, its aspect kept."""
+    return round(height * frame.shape[1] / frame.shape[0])
+
+
 def _fit(frame, height: int) -> np.ndarray:
     """``frame`` scaled to ``height`` rows, its aspect kept (a two-camera view stays twice as wide)."""
-    width = round(height * frame.shape[1] / frame.shape[0])
+    width = _width(frame, height)
     interpolation = cv2.INTER_NEAREST if frame.shape[0] <= height // 2 else cv2.INTER_AREA
     return cv2.resize(np.asarray(frame, np.uint8), (width, height), interpolation=interpolation)
 
@@ -117,8 +122,8 @@ def compose_frames(
     if insets is not None and len(insets) != len(frames):
         raise ValueError(f"{len(frames)} frames but {len(insets)} inset frames.")
     scores = np.array([np.nan if s.get("score") is None else s["score"] for s in steps], float)
-    view = _fit(frames[0], VIEW).shape[1]  # the view's width
-    column = 0 if insets is None else _fit(insets[0], INSET).shape[1]
+    view = _width(frames[0], VIEW)
+    column = 0 if insets is None else _width(insets[0], INSET)
     out = np.full((len(frames), VIEW + STRIP, view + PANEL + column, 3), 18, np.uint8)
     length = len(frames) - 1
     for t, (frame, step) in enumerate(zip(frames, steps, strict=True)):

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from envs.rendering import view_cameras
+from envs.rendering import view_frame_shape
 from envs.scene import COLOUR_NAMES
 from vla_rl import keys, seed_ranges
 from vla_rl.cli import require_at_least, require_positive
@@ -271,7 +271,7 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
     read_checkpoint_config(config.vla_path, "--vla_path")
     image_processor = QwenImageProcessor.from_pretrained(config.vla_path)
     cell = image_processor.patch_size * image_processor.merge_size
-    frame = (config.image_size, config.image_size * len(view_cameras(config.camera)))
+    frame = view_frame_shape(config.image_size, config.camera)[:2]
     if image_processor.target_size(*frame) != frame:
         raise ValueError(f"--image_size {config.image_size} must be a multiple of {cell} px for this checkpoint.")
     torch.manual_seed(config.seed)
