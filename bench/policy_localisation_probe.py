@@ -330,7 +330,7 @@ def main() -> None:
 
     for path in args.vla_path:
         read_checkpoint_config(path, "--vla_path")
-    views = {read_policy_config(path).get("camera") or "front" for path in args.vla_path}
+    views = {read_policy_config(path)["camera"] for path in args.vla_path}
     if len(views) > 1:
         parser.error(f"--vla_path: the policies see different views {sorted(views)}; probe policies of one view")
     (camera,) = views

@@ -32,6 +32,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 def read_policy_config(path: str) -> dict:
     """``vla_policy.json`` of a policy checkpoint, or the defaults of a plain Qwen2-VL one."""
     config = {"prompt_template": DEFAULT_PROMPT, "action_dim": 7, "state_q01": None, "state_q99": None}
+    config["camera"] = keys.FRONT_CAMERA  # saved before views were recorded: the front camera's
     file = os.path.join(path, POLICY_FILE)
     if os.path.isfile(file):
         with open(file) as f:
@@ -68,7 +69,7 @@ def load_policy(
     if os.path.isfile(head):
         policy.value_head.load_state_dict(load_file(head, device=str(policy.device)))
     policy.image_size = config.get("image_size")
-    policy.camera = config.get("camera") or keys.FRONT_CAMERA  # saved before cameras: the front one
+    policy.camera = config["camera"]
     policy.tasks = config.get("tasks")
     return policy
 
