@@ -137,12 +137,9 @@ class Rollout:
             from one initial state (seeds ``seed, seed + 1, ...`` one per group, fresh every
             rollout), and each sub-env runs exactly one episode, to its end; ``num_steps`` is then
             the longest an episode may run (the tasks' step limit), a bound that is checked.
-
-    Set ``keep_prm_frames`` to keep the PRM's own frames (``obs["prm_image"]``) in each batch,
-    for videos that show them; off, they are not copied.
+        keep_prm_frames: keep the PRM's own frames (``obs["prm_image"]``) in each batch, for
+            videos that show them; off (the default), they are not copied.
     """
-
-    keep_prm_frames = False
 
     def __init__(
         self,
@@ -153,6 +150,7 @@ class Rollout:
         temperature: float = 1.0,
         seed: int = 0,
         group_size: int = 0,
+        keep_prm_frames: bool = False,
     ):
         if group_size and env.num_envs % group_size:
             raise ValueError(f"group_size {group_size} must divide the number of envs ({env.num_envs}).")
@@ -162,6 +160,7 @@ class Rollout:
         self.num_steps = num_steps
         self.temperature = temperature
         self.group_size = group_size
+        self.keep_prm_frames = keep_prm_frames
         self.next_group_seed = seed
         self.observations, infos = env.reset(seed=[seed + i for i in range(env.num_envs)])
         self.instructions = list(infos[keys.INSTRUCTION])

@@ -274,15 +274,6 @@ def train(config: TrainConfig) -> dict:
         return probability
 
     handover_probability()  # before the first reset
-    rollout = Rollout(
-        env,
-        actor,
-        assigned,
-        step_limit(tasks, config.env.max_env_length) if grouped else config.ppo.num_steps,
-        config.policy.temperature,
-        seed=rollout_seed(config.run.seed, state["iteration"], ranks.rank),
-        group_size=config.ppo.group_size if grouped else 0,
-    )
     videos = metrics_log = None
     if config.run.save_video and ranks.is_main:
         videos = EpisodeVideos(
@@ -293,7 +284,16 @@ def train(config: TrainConfig) -> dict:
             config.prm.decision_threshold(),
             inset=prm_camera not in (None, policy.camera),  # the PRM's frames come from another camera
         )
-        rollout.keep_prm_frames = videos.inset
+    rollout = Rollout(
+        env,
+        actor,
+        assigned,
+        step_limit(tasks, config.env.max_env_length) if grouped else config.ppo.num_steps,
+        config.policy.temperature,
+        seed=rollout_seed(config.run.seed, state["iteration"], ranks.rank),
+        group_size=config.ppo.group_size if grouped else 0,
+        keep_prm_frames=videos is not None and videos.inset,
+    )
     if ranks.is_main:
         metrics_log = MetricLogger(
             run_dir,

@@ -139,10 +139,12 @@ class RemotePRM(ProcessRewardModel):
 
     name = "remote"
 
-    def __init__(self, server, timeout_s: float = 600.0):
+    def __init__(self, server, timeout_s: float = 600.0, threshold: float | None = None):
         self.server = server
         self.timeout_s = timeout_s
-        self.threshold = float(require_ray().get(server.stats.remote(), timeout=timeout_s)["threshold"])
+        if threshold is None:  # ask the server
+            threshold = require_ray().get(server.stats.remote(), timeout=timeout_s)["threshold"]
+        self.threshold = float(threshold)
 
     def _score(self, frames, instructions, infos):
         ray = require_ray()
@@ -173,5 +175,5 @@ def start_prm_server(
             f"the PRM server did not start within {start_timeout_s:g} s (cluster resources free: "
             f"{ray.available_resources()}); free resources or use --use_ray False."
         )
-    ray.get(ready[0])  # raises the PRM's own error (a bad checkpoint path, ...)
-    return actor, RemotePRM(actor)
+    stats = ray.get(ready[0])  # raises the PRM's own error (a bad checkpoint path, ...)
+    return actor, RemotePRM(actor, threshold=stats["threshold"])
