@@ -17,7 +17,8 @@
 #      policy's own rollouts (PRM_POLICY_STATES initial states per task, 4 rollouts each of the vla
 #      stage's policy at T = 0.5, as PPO samples it), each with a held-out set from disjoint seeds,
 #   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
-#      not run) or, with PRM_IMAGE_SIZE other than 56, from a prm-small checkpoint (14-px patches)
+#      not run) or, with PRM_IMAGE_SIZE other than 56, from a PRM_PRESET checkpoint (prm-small:
+#      14-px patches, the token count of 56 px; vla-small: 7-px patches, four times the tokens)
 #      whose vision tower is pretrained here at that size, or, with a PRM_CAMERA other than
 #      VLA_CAMERA (wrist: frames from the eye-in-hand camera), from a vla-small checkpoint whose
 #      tower is pretrained here on that view's frames, and train it with reward.train_prm
@@ -66,6 +67,10 @@ PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held ou
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
 PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-56}"  # PRM frame side; 56 shares the VLA's vision tower, 112 pretrains its own
+default_prm_preset=prm-small
+[ "$PRM_IMAGE_SIZE" != 56 ] || default_prm_preset=vla-small
+PRM_PRESET="${PRM_PRESET:-$default_prm_preset}"  # PRM architecture: vla-small (7-px patches) | prm-small (14-px);
+                                        # default: vla-small at 56 px, prm-small (the same token count) at larger sizes
 VLA_CAMERA="${VLA_CAMERA:-front}"       # VLA view: front | wrist (eye in hand) | front+wrist (both side by side)
 PRM_CAMERA="${PRM_CAMERA:-front}"       # PRM frames: front | wrist | front+wrist (its own vision tower unless VLA_CAMERA's)
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
@@ -82,6 +87,9 @@ fi
 for stage in $STAGES; do
     case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
 done
+case "$PRM_PRESET" in vla-small|prm-small) ;;
+    *) echo "error: PRM_PRESET must be vla-small (7-px patches) or prm-small (14-px patches), got '$PRM_PRESET'." >&2
+       exit 2 ;; esac
 for view in VLA_CAMERA PRM_CAMERA; do
     case "${!view}" in front|wrist|front+wrist) ;;
         *) echo "error: $view must be front, wrist or front+wrist, got '${!view}'." >&2; exit 2 ;; esac
@@ -198,10 +206,9 @@ if [[ " $STAGES " == *" prm "* ]]; then
         PRM_DATA+=("$WORK/prm-policy")
     fi
     PRM_INIT="$WORK/vla-vision"
-    if [ "$PRM_IMAGE_SIZE" != 56 ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ]; then
+    if [ "$PRM_IMAGE_SIZE" != 56 ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ]; then
         PRM_INIT="$WORK/prm-vision"
-        preset=prm-small  # 14-px patches for larger frames
-        [ "$PRM_IMAGE_SIZE" != 56 ] || preset=vla-small
+        preset="$PRM_PRESET"
         echo "[prm 2/4] PRM initialisation: untrained $preset checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
             "on the $PRM_CAMERA camera's frames ($VISION_STEPS steps)"
         "$PYTHON" -m vla_rl.qwen.build --preset "$preset" --ordinal-bins --position-frame --seed "$SEED" \

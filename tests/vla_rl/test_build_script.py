@@ -1,0 +1,31 @@
+"""`scripts/build_default_models.sh` refuses bad settings before any stage runs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_default_models.sh"
+
+
+def run_build(tmp_path, **settings):
+    env = {**os.environ, "PYTHON": sys.executable, "WORK": str(tmp_path / "work"), **settings}
+    return subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"PRM_PRESET": "big"}, "PRM_PRESET must be vla-small (7-px patches) or prm-small"),
+        ({"PRM_CAMERA": "top"}, "PRM_CAMERA must be front, wrist or front+wrist, got 'top'"),
+        ({"STAGES": "vla policy"}, "STAGES may hold 'vla' and 'prm', got 'policy'"),
+        ({"THREADS": "two"}, "THREADS must be a whole number >= 1"),
+    ],
+)
+def test_a_bad_setting_stops_the_build_with_its_name(tmp_path, settings, named):
+    result = run_build(tmp_path, **settings)
+    assert result.returncode == 2
+    assert named in result.stderr
+    assert not (tmp_path / "work").exists()  # nothing was started
