@@ -316,16 +316,17 @@ class ManipulationEnv(gym.Env):
         return self._frame
 
     def _observation(self) -> dict:
+        spaces = self.observation_space.spaces  # blank frames (render_obs off) take their shapes
         if self.render_obs:
             image = self._render_frame().copy()
         else:
-            image = np.zeros(view_frame_shape(self.image_size, self.camera), np.uint8)
+            image = np.zeros(spaces[keys.IMAGE].shape, np.uint8)
         observation = {keys.IMAGE: image, keys.STATE: self.proprio()}
         if self._prm_renderer is not None:
-            side = self.prm_image_size or self.image_size
-            shape = view_frame_shape(side, self.prm_camera)
-            prm_image = self._prm_renderer.render(self.data) if self.render_obs else np.zeros(shape, np.uint8)
-            observation[keys.PRM_IMAGE] = prm_image
+            if self.render_obs:
+                observation[keys.PRM_IMAGE] = self._prm_renderer.render(self.data)
+            else:
+                observation[keys.PRM_IMAGE] = np.zeros(spaces[keys.PRM_IMAGE].shape, np.uint8)
         return observation
 
     def proprio(self) -> np.ndarray:

@@ -32,7 +32,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 def read_policy_config(path: str) -> dict:
     """``vla_policy.json`` of a policy checkpoint, or the defaults of a plain Qwen2-VL one."""
     config = {"prompt_template": DEFAULT_PROMPT, "action_dim": 7, "state_q01": None, "state_q99": None}
-    config["camera"] = keys.FRONT_CAMERA  # saved before views were recorded: the front camera's
+    config["camera"] = keys.FRONT_CAMERA  # a policy saved before views were recorded saw the front camera
     file = os.path.join(path, POLICY_FILE)
     if os.path.isfile(file):
         with open(file) as f:
