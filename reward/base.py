@@ -44,6 +44,7 @@ class ProcessRewardModel:
     image_size: int | None = None  # the frame side it was trained on, where that is known
     camera: str | None = None  # the env camera of its training frames, where that is known (None: the policy's)
     threshold: float = 0.5  # P(completed) at or above which it calls a frame completed
+    score_window: int = 1  # causal window its scores are averaged over in an episode (reward.prm_metrics)
 
     def score(self, frames, instructions: Sequence[str], infos: Sequence[dict] | None = None) -> np.ndarray:
         """``float32 (B,)`` probabilities in [0, 1] that each frame shows its task completed."""

@@ -81,17 +81,20 @@ def policy_rollouts(
 
 
 def rollout_scores(prm, rollouts: list[dict], select: str) -> np.ndarray:
-    """One score per rollout: PRM P(completed) of its last frame, or mean over its frames."""
+    """One score per rollout: PRM P(completed) of its last frame, or mean over its frames (each
+    averaged over the PRM's causal score window, as in its rewards)."""
+    from reward.prm_metrics import causal_mean
     from vla_rl import keys
 
+    window = getattr(prm, "score_window", 1)
     scores = []
     for rollout in rollouts:
-        frames = rollout["frames"] if select == "mean" else rollout["frames"][-1:]
+        frames = rollout["frames"] if select == "mean" else rollout["frames"][-window:]
         infos = [
             {keys.SUCCESS: rollout["success"] and i == len(frames) - 1, keys.PROGRESS: 0.0} for i in range(len(frames))
         ]
-        values = prm.score(frames, [rollout["instruction"]] * len(frames), infos)
-        scores.append(float(values.mean()))
+        values = causal_mean(prm.score(frames, [rollout["instruction"]] * len(frames), infos), window)
+        scores.append(float(values[-1] if select == "final" else values.mean()))
     return np.asarray(scores)
 
 

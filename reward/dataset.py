@@ -117,6 +117,13 @@ def load_rows(directory: str, split: str, check_images: bool = True) -> list[dic
     return rows
 
 
+def episode_key(row: dict) -> str:
+    """Which episode a loaded row belongs to, unique across datasets loaded together (episode
+    numbers restart in each dataset directory)."""
+    path = row.get("image_path", "")
+    return f"{path[: len(path) - len(row['image'])] if path else ''}#{row['episode']}"
+
+
 def episodes_of(rows: list[dict]) -> dict[int, list[dict]]:
     """Rows grouped by episode, each list in frame order."""
     grouped: dict[int, list[dict]] = {}

@@ -15,7 +15,10 @@ Frames are called completed at ``--threshold``; by default at the decision thres
 the PRM's ``prm_config.json`` (``reward.train_prm`` tunes it for the best F1 on its validation
 split), else 0.5. ``--save_threshold True`` tunes it here instead, on the given frames, and
 records it in ``prm_config.json``; that is refused unless the frames are the PRM's own
-validation episodes, so a threshold is never fitted to held-out data.
+validation episodes, so a threshold is never fitted to held-out data. Scores are averaged over
+the causal window recorded with that threshold (``score_window``: each frame with the episode's
+frames before it, as the PRM rewards of a rollout are; ``--score_window`` overrides it, 1 scores
+every frame alone); the report gives the frame metrics of the unaveraged scores too.
 
 Writes ``prm_eval.json`` (frame and episode metrics, overall and per task, the seeds; the frame
 metrics at 0.5 too when the threshold differs) and ``prm_curves.png`` (P(completed) over time for
@@ -118,9 +121,11 @@ def score_rows(prm, rows: list[dict], batch_size: int = 256) -> np.ndarray:
 
 
 def episode_records(rows: list[dict], scores: np.ndarray) -> list[dict]:
-    by_episode: dict[int, list[int]] = {}
+    from reward.dataset import episode_key
+
+    by_episode: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
-        by_episode.setdefault(row["episode"], []).append(i)
+        by_episode.setdefault(episode_key(row), []).append(i)
     records = []
     for episode, indices in by_episode.items():
         indices.sort(key=lambda i: rows[i]["frame"])
@@ -201,7 +206,8 @@ def check_camera(args) -> None:
 
 
 def evaluate(args) -> dict:
-    from reward.dataset import SPLITS, load_rows
+    from reward.dataset import SPLITS, episode_key, load_rows
+    from reward.prm_metrics import frame_metrics, windowed
 
     splits = SPLITS if args.split == "all" else (args.split,)
     rows = [row for split in splits for row in load_rows(args.data, split)]
@@ -222,16 +228,20 @@ def evaluate(args) -> dict:
     threshold, source = decision_threshold(args)
     prm = load_prm(args.prm_model_name_or_path, args.prm_checkpoint_path, args.batch_size)
     started = time.time()
-    scores = score_rows(prm, rows, args.batch_size)
+    raw = score_rows(prm, rows, args.batch_size)
     seconds = time.time() - started
     labels = np.array([r["completion"] for r in rows], bool)
+    window = args.score_window or prm.score_window
+    scores = windowed(raw, [episode_key(r) for r in rows], [r["frame"] for r in rows], window)
     if args.save_threshold:
         from reward.prm_metrics import best_f1_threshold
         from reward.qwen_prm import record_decision_threshold
 
         threshold, f1 = best_f1_threshold(scores, labels)
         directory = args.prm_checkpoint_path or args.prm_model_name_or_path
-        path = record_decision_threshold(directory, threshold, f1, f"{args.split} split of {args.data}")
+        path = record_decision_threshold(
+            directory, threshold, f1, f"{args.split} split of {args.data}", args.score_window or None
+        )
         source = f"tuned here, recorded in {path}"
     report = {
         "prm": args.prm_model_name_or_path,
@@ -244,13 +254,15 @@ def evaluate(args) -> dict:
         "frames_per_second": round(len(rows) / max(seconds, 1e-9), 1),
         "threshold": threshold,
         "threshold_source": source,
+        "score_window": window,
+        "score_window_source": "--score_window" if args.score_window else "the PRM's prm_config.json (1 if none)",
         **metrics_of(rows, scores, threshold, args.near_miss_progress),
         "per_task": {},
     }
     if threshold != 0.5:
-        from reward.prm_metrics import frame_metrics
-
         report["frame_at_0.5"] = frame_metrics(scores, labels, 0.5)
+    if window > 1:
+        report["frame_unwindowed"] = frame_metrics(raw, labels, threshold)
     for task in eval_seeds:
         chosen = [i for i, r in enumerate(rows) if r["task"] == task]
         report["per_task"][task] = metrics_of(
@@ -294,6 +306,13 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument(
         "--near_miss_progress", type=float, default=0.5, help="failed episodes with this progress are near misses"
     )
+    p.add_argument(
+        "--score_window",
+        type=int,
+        default=0,
+        help="average each frame's score with its episode's previous ones over this many frames (0: the PRM's "
+        "recorded score_window, else 1)",
+    )
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--allow_seed_overlap", type=str2bool, default=False)
     args = p.parse_args(argv)
@@ -301,6 +320,8 @@ def parse_args(argv: list[str] | None = None):
         p.error(f"--threshold must be in (0, 1), got {args.threshold}")
     if args.batch_size < 1:
         p.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.score_window <= 64:
+        p.error(f"--score_window must be 0 (the PRM's own) or 1..64, got {args.score_window}")
     return args
 
 
@@ -314,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     frame, episode = report["frame"], report["episode"]
     print(f"evaluation seeds: {describe_seeds(report['evaluation_seeds'])}")
     print(f"training seeds:   {describe_seeds(report['training_seeds']) or 'unknown (no prm_config.json)'}")
-    print(f"threshold {report['threshold']:.2f} ({report['threshold_source']})")
+    print(
+        f"threshold {report['threshold']:.2f} ({report['threshold_source']}); score window {report['score_window']} "
+        f"frame(s)"
+        + (f" (unaveraged: F1 {report['frame_unwindowed']['f1']:.3f})" if "frame_unwindowed" in report else "")
+    )
     print(
         f"frames {frame['frames']} ({frame['positives']} completed): F1 {frame['f1']:.3f} (P {frame['precision']:.3f} "
         f"R {frame['recall']:.3f}), balanced hmean {frame['balanced_hmean']:.3f}, ECE {frame['ece']:.3f}, "

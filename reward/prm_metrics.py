@@ -8,6 +8,11 @@ Episode level: value-order correlation (Spearman between P(completed) and time o
 episodes: a good PRM rises as the task advances), earliest-completion error (frames between
 the first predicted and the first true completion), flicker (1→0→1 flips of the thresholded
 prediction per episode) and false positives on near-miss failures.
+
+Score window: the completion label is a property of the episode so far (1 from the first
+completed frame on), and a single frame's P(completed) flickers near the boundary; a PRM may
+record a causal window (``score_window`` in its ``prm_config.json``, chosen with the threshold
+on validation episodes) over which its per-frame scores are averaged wherever it is used.
 """
 
 from __future__ import annotations
@@ -49,6 +54,49 @@ def frame_metrics(scores, labels, threshold: float = 0.5, bins: int = 10) -> dic
 
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
+SCORE_WINDOWS = (1, 2, 3, 4)  # the causal score windows that training chooses among
+
+
+def causal_mean(scores, window: int) -> np.ndarray:
+    """Each score of one episode's ``(T,)`` sequence replaced by the mean of it and the
+    ``window - 1`` scores before it (fewer at the episode's start). Causal: a step's value uses
+    no later frame, so a reward computed online during a rollout gets the same values."""
+    scores = np.asarray(scores, np.float64)
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"score window must be an integer >= 1, got {window!r}.")
+    if window == 1 or not len(scores):
+        return scores.copy()
+    total = np.cumsum(np.concatenate([[0.0], scores]))
+    ends = np.arange(1, len(scores) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (total[ends] - total[starts]) / (ends - starts)
+
+
+def windowed(scores, episodes, frames, window: int) -> np.ndarray:
+    """:func:`causal_mean` over each episode of flat arrays: ``episodes`` (an id per score) and
+    ``frames`` (its frame index) say which scores follow which; the result is in input order."""
+    scores = np.asarray(scores, np.float64)
+    if window == 1:
+        return scores.copy()
+    episodes, frames = np.asarray(episodes), np.asarray(frames)
+    out = np.empty_like(scores)
+    order = np.lexsort((frames, episodes))
+    sorted_episodes = episodes[order]
+    cuts = np.flatnonzero(sorted_episodes[1:] != sorted_episodes[:-1]) + 1
+    for chunk in np.split(order, cuts):
+        out[chunk] = causal_mean(scores[chunk], window)
+    return out
+
+
+def best_window_threshold(scores, labels, episodes, frames, windows=SCORE_WINDOWS) -> tuple[int, float, float]:
+    """``(window, threshold, F1)``: the causal score window and threshold with the best frame F1
+    (of equally good windows, the shortest)."""
+    best = None
+    for window in windows:
+        threshold, f1 = best_f1_threshold(windowed(scores, episodes, frames, window), labels)
+        if best is None or f1 > best[2] + 1e-12:
+            best = (int(window), threshold, f1)
+    return best
 
 
 def best_f1_threshold(scores, labels, grid=THRESHOLD_GRID) -> tuple[float, float]:

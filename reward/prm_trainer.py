@@ -199,13 +199,17 @@ def compute_metrics(eval_prediction) -> dict:
     return {k: metrics[k] for k in ("f1", "precision", "recall", "balanced_hmean", "ece", "brier")}
 
 
-def tune_threshold(scores, rows: list[dict]) -> tuple[float, float] | None:
-    """(threshold, F1) of the best frame-level F1 of ``scores`` on the validation ``rows``;
-    ``None`` when they hold no completed frame to tune on."""
-    from reward.prm_metrics import best_f1_threshold
+def tune_threshold(scores, rows: list[dict], max_window: int = 1) -> tuple[int, float, float] | None:
+    """(score window, threshold, F1) of the best frame-level F1 of ``scores`` on the validation
+    ``rows``, over causal score windows 1..``max_window`` (``reward.prm_metrics``); ``None``
+    when they hold no completed frame to tune on."""
+    from reward.dataset import episode_key
+    from reward.prm_metrics import best_window_threshold
 
     labels = [bool(row["completion"]) for row in rows]
     if not any(labels):
         print("[PRM train] no completed frame in the validation split: decision threshold left at 0.5")
         return None
-    return best_f1_threshold(scores, labels)
+    episodes = [episode_key(row) for row in rows]
+    frames = [row["frame"] for row in rows]
+    return best_window_threshold(scores, labels, episodes, frames, range(1, max_window + 1))

@@ -46,23 +46,27 @@ def trained_camera(trained: dict) -> str | None:
     return trained.get("camera") or keys.FRONT_CAMERA
 
 
-def threshold_fields(threshold: float, f1: float, tuned_on: str) -> dict:
-    """The ``prm_config.json`` fields of a decision threshold and the F1 it reached on ``tuned_on``."""
-    return {
+def threshold_fields(threshold: float, f1: float, tuned_on: str, window: int | None = None) -> dict:
+    """The ``prm_config.json`` fields of a decision threshold and the F1 it reached on ``tuned_on``
+    (at a causal score ``window`` chosen with it, when one was)."""
+    fields = {
         "decision_threshold": float(threshold),
         "decision_threshold_validation_f1": float(f1),
         "decision_threshold_data": tuned_on,
     }
+    return fields if window is None else {"score_window": int(window), **fields}
 
 
-def record_decision_threshold(directory: str, threshold: float, f1: float, tuned_on: str) -> str:
-    """Set the decision threshold fields in ``directory``'s ``prm_config.json``, atomically; the
-    other fields are kept. Returns the file's path."""
+def record_decision_threshold(
+    directory: str, threshold: float, f1: float, tuned_on: str, window: int | None = None
+) -> str:
+    """Set the decision threshold fields (and the score window it was tuned at, when given) in
+    ``directory``'s ``prm_config.json``, atomically; the other fields are kept. Returns the file's path."""
     import json
 
     path = os.path.join(directory, PRM_CONFIG_FILE)
     config = trained_prm_config(directory)
-    config.update(threshold_fields(threshold, f1, tuned_on))
+    config.update(threshold_fields(threshold, f1, tuned_on, window))
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         json.dump(config, f, indent=1)
@@ -150,6 +154,7 @@ class QwenProcessRM(ProcessRewardModel):
         self.image_size = trained.get("image_size") or None
         self.camera = trained_camera(trained)
         self.threshold = float(trained.get("decision_threshold", 0.5))
+        self.score_window = int(trained.get("score_window", 1))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         read_checkpoint_config(model_path, "--prm_model_name_or_path")  # fail before loading anything

@@ -9,6 +9,11 @@
   is 0, which keeps the shaping policy-invariant (Ng et al., 1999). Truncation is not
   terminal: the frame's score is used.
 
+``window`` > 1 replaces each scored frame's P(completed) by the mean of it and the scores of
+the ``window - 1`` frames of the same episode scored before it (``reward.prm_metrics.causal_mean``;
+a PRM records the window it was tuned with in ``prm_config.json``): the score in ``info`` and
+every mode use that mean.
+
 :class:`ShapingState` holds the per-env state (previous score, held score, step counter) of
 the vector and deferred paths, so that they produce the same rewards from the same scores; the
 single-env wrapper keeps the same state in Python scalars (tests check all three agree).
@@ -33,6 +38,7 @@ class Shaping:
     threshold: float = 0.5
     gamma: float = 0.99
     score_every: int = 1
+    window: int = 1
 
     def __post_init__(self):
         if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)):
@@ -47,6 +53,8 @@ class Shaping:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}.")
         if isinstance(self.score_every, bool) or not isinstance(self.score_every, int) or self.score_every < 1:
             raise ValueError(f"score_every must be an integer >= 1, got {self.score_every!r}.")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"prm_score_window must be an integer >= 1, got {self.window!r}.")
 
     def term(self, score, previous, terminated):
         """``f`` for scores after the action, previous scores and terminal flags: arrays, or
@@ -97,6 +105,19 @@ class ShapingState:
         self.previous = np.zeros(num_envs)  # score of the frame before the current action
         self.held = np.zeros(num_envs)  # last computed score (reused between scoring steps)
         self.count = np.zeros(num_envs, np.int64)  # steps since the episode began
+        self.recent = np.zeros((num_envs, shaping.window))  # the episode's last scores, newest last
+        self.filled = np.zeros(num_envs, np.int64)  # how many of them are set
+
+    def _windowed(self, fresh: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Push ``fresh`` scores of the ``mask`` envs into their windows; their window means."""
+        if self.shaping.window == 1:
+            return fresh
+        self.recent[mask] = np.roll(self.recent[mask], -1, axis=1)
+        self.recent[mask, -1] = fresh[mask]
+        self.filled[mask] = np.minimum(self.filled[mask] + 1, self.shaping.window)
+        columns = np.arange(self.shaping.window)[None, :] >= self.shaping.window - self.filled[:, None]
+        means = (self.recent * columns).sum(axis=1) / np.maximum(self.filled, 1)
+        return np.where(mask, means, fresh)
 
     def record(self, frames, instructions, infos, active, begin, terminated, truncated) -> StepRecord:
         """Book-keep one step of all envs. ``frames``/``instructions``/``infos`` are indexable
@@ -141,8 +162,11 @@ class ShapingState:
             fresh = np.zeros(self.num_envs)
             fresh[r.needed] = scores[offset : offset + int(r.needed.sum())]
             offset += int(r.needed.sum())
+            self.filled[r.begin] = 0
+            fresh = self._windowed(fresh, r.begin & r.needed)
             self.previous[r.begin] = np.where(r.needed, fresh, 0.0)[r.begin]
             self.held[r.begin] = self.previous[r.begin]
+            fresh = self._windowed(fresh, r.due)
             score = np.where(r.due, fresh, self.held)
             term = self.shaping.term(score, self.previous, r.terminated)
             reward = np.where(r.active, self.shaping.weight * term, 0.0)

@@ -22,8 +22,9 @@ Outputs (``--out``)::
     final_checkpoint/    LoRA: the adapter (pass it as --prm_checkpoint_path, with the base model as
                          --prm_model_name_or_path); full: a complete checkpoint (pass it as
                          --prm_model_name_or_path). Holds prm_config.json (prompt, answer tokens,
-                         frame size, and the decision threshold with the best F1 on the validation
-                         split, which binary PRM rewards and evaluation use unless told otherwise).
+                         frame size, and the decision threshold and causal score window with the
+                         best F1 on the validation split, which PRM rewards and evaluation use
+                         unless told otherwise).
     prm_train_summary.json
 """
 
@@ -73,6 +74,7 @@ class PRMTrainConfig:
     relation_weight: float = 0.0
     colour_permutation: float = 0.0
     freeze_vision: bool = False
+    max_score_window: int = 4
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -103,6 +105,7 @@ class PRMTrainConfig:
             (self.grounding_weight >= 0, f"--grounding_weight must be >= 0, got {self.grounding_weight}"),
             (self.grounding_layer >= 0, f"--grounding_layer must be >= 0, got {self.grounding_layer}"),
             (self.relation_weight >= 0, f"--relation_weight must be >= 0, got {self.relation_weight}"),
+            (1 <= self.max_score_window <= 16, f"--max_score_window must be in 1..16, got {self.max_score_window}"),
             (
                 0 <= self.colour_permutation <= 1,
                 f"--colour_permutation must be in [0, 1], got {self.colour_permutation}",
@@ -210,10 +213,11 @@ def training_arguments(config: PRMTrainConfig, mode: str):
 
 def prm_config(config: PRMTrainConfig, mode: str, meta: dict, tuned: tuple[float, float] | None = None) -> dict:
     """What a scorer needs to ask the trained PRM the question it was trained on, and where to
-    cut its P(completed): ``tuned`` is (threshold, F1 there) on the validation split."""
+    cut its P(completed): ``tuned`` is (score window, threshold, F1 there) on the validation split."""
     from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT, threshold_fields
 
-    threshold = threshold_fields(*tuned, f"validation split of {', '.join(config.data)}") if tuned else {}
+    where = f"validation split of {', '.join(config.data)}"
+    threshold = threshold_fields(tuned[1], tuned[2], where, window=tuned[0]) if tuned else {}
     return {
         "prompt_template": DEFAULT_PROMPT,
         "answer_tokens": list(ANSWER_PAIRS[config.answer_tokens]),
@@ -318,7 +322,7 @@ def train_prm(config: PRMTrainConfig) -> dict:
     result = trainer.train(resume_from_checkpoint=resume)
     prediction = trainer.predict(val_set, metric_key_prefix="eval")
     after = prediction.metrics
-    tuned = tune_threshold(prediction.predictions.reshape(-1), val_rows)
+    tuned = tune_threshold(prediction.predictions.reshape(-1), val_rows, config.max_score_window)
     probe = list(range(min(8, len(val_set))))
     probe_scores = trainer.predict(torch.utils.data.Subset(val_set, probe)).predictions.reshape(-1)
     extra = prm_config(config, mode, meta, tuned)
@@ -337,6 +341,7 @@ def train_prm(config: PRMTrainConfig) -> dict:
         "final": after,
         "decision_threshold": extra.get("decision_threshold"),
         "decision_threshold_validation_f1": extra.get("decision_threshold_validation_f1"),
+        "score_window": extra.get("score_window"),
         "final_checkpoint": final,
         # P(positive) of the first validation frames from the in-memory model: a reloaded
         # final_checkpoint must reproduce these
@@ -414,6 +419,13 @@ def parse_args(argv: list[str] | None = None) -> PRMTrainConfig:
         default=defaults.freeze_vision,
         help="full fine-tuning: keep the vision tower fixed (e.g. one pretrained by vla_rl.vision_pretrain)",
     )
+    p.add_argument(
+        "--max_score_window",
+        type=int,
+        default=defaults.max_score_window,
+        help="causal score windows 1..N frames are tried with the threshold on the validation episodes; the best "
+        "is recorded in prm_config.json (reward.prm_metrics.causal_mean; 1: every frame scored alone)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--resume", type=str2bool, default=False, help="continue from the last checkpoint-N in --out")
     p.add_argument("--overwrite", type=str2bool, nargs="?", const=True, default=False, help="start --out afresh")
@@ -436,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if summary["decision_threshold"] is not None:
         print(
-            f"[PRM train] decision threshold {summary['decision_threshold']:.2f} (validation F1 "
-            f"{summary['decision_threshold_validation_f1']:.3f} there), recorded in prm_config.json"
+            f"[PRM train] decision threshold {summary['decision_threshold']:.2f} at a score window of "
+            f"{summary['score_window']} frame(s) (validation F1 {summary['decision_threshold_validation_f1']:.3f} "
+            "there), recorded in prm_config.json"
         )
     return 0
 

@@ -33,7 +33,7 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
         env: a vector env whose observations have an ``"image"`` entry (the PRM scores
             ``"prm_image"`` instead where there is one) and whose infos (or sub-envs) give the
             instruction.
-        prm, weight, mode, threshold, gamma, score_every, log_every: as in ``RewardWrapper``.
+        prm, weight, mode, threshold, gamma, score_every, log_every, window: as in ``RewardWrapper``.
         deferred: score at :meth:`flush` instead of every step.
     """
 
@@ -48,13 +48,14 @@ class VectorRewardWrapper(gym.vector.VectorWrapper):
         score_every: int = 1,
         log_every: int = 0,
         deferred: bool = False,
+        window: int = 1,
     ):
         super().__init__(env)
         autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if autoreset not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(f"VectorRewardWrapper supports next-step or disabled autoreset, not {autoreset}.")
         self.prm = require_prm(prm)
-        self.shaping = Shaping(weight, mode, threshold, gamma, score_every)
+        self.shaping = Shaping(weight, mode, threshold, gamma, score_every, window)
         self.state = ShapingState(self.shaping, self.num_envs)
         self.deferred = deferred
         self.log_every = log_every

@@ -11,6 +11,7 @@ shaped reward)::
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import gymnasium as gym
 import numpy as np
@@ -62,6 +63,8 @@ class RewardWrapper(gym.Wrapper):
         gamma: discount of the potential mode.
         score_every: score every N-th step (and the last step of an episode); steps between
             reuse the last score.
+        window: causal score window (``reward.shaping``): each scored frame's P(completed) is
+            the mean of it and the episode's ``window - 1`` scores before it.
         log_every: log scores and weighted PRM rewards every N steps (0: never).
     """
 
@@ -75,22 +78,26 @@ class RewardWrapper(gym.Wrapper):
         gamma: float = 0.99,
         score_every: int = 1,
         log_every: int = 0,
+        window: int = 1,
     ):
         super().__init__(env)
         self.prm = require_prm(prm)
-        self.shaping = Shaping(weight, mode, threshold, gamma, score_every)
+        self.shaping = Shaping(weight, mode, threshold, gamma, score_every, window)
         self.log_every = log_every
         self._steps = 0
         self._previous = self._held = 0.0  # score before the action; last computed score
         self._count = 0  # steps since reset
+        self._recent: deque[float] = deque(maxlen=self.shaping.window)  # the episode's last scores
 
     def _score(self, observation, info: dict) -> float:
         frame = frame_of(observation, self.env)
-        return float(self.prm.score(frame[None], [instruction_of(info, self.env)], [info])[0])
+        self._recent.append(float(self.prm.score(frame[None], [instruction_of(info, self.env)], [info])[0]))
+        return sum(self._recent) / len(self._recent)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         observation, info = self.env.reset(seed=seed, options=options)
         instruction_of(info, self.env)  # fail at reset, not mid-episode, if there is none
+        self._recent.clear()
         self._previous = self._score(observation, info) if self.shaping.mode == "potential" else 0.0
         self._held = self._previous
         self._count = 0

@@ -157,6 +157,7 @@ def write_videos(
     """Annotated mp4s of the records that kept frames; PRM scores when ``prm`` is given (of the
     PRM's own frames where the records have them, shown beside the view with ``inset``: they come from
     another camera)."""
+    from reward.prm_metrics import causal_mean
     from reward.video import video_name, write_episode_video
 
     paths = []
@@ -164,7 +165,9 @@ def write_videos(
     for index, record in enumerate(r for r in records if "frames" in r):
         frames = np.stack(record["frames"])
         scored = np.stack(record["prm_frames"]) if "prm_frames" in record else frames
-        scores = prm.score(scored, [record["instruction"]] * len(frames)) if prm is not None else None
+        scores = None
+        if prm is not None:
+            scores = causal_mean(prm.score(scored, [record["instruction"]] * len(frames)), prm.score_window)
         steps, total = [], 0.0
         for t in range(len(frames)):
             success = bool(record["infos"][t].get("success", False))

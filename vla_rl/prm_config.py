@@ -41,6 +41,14 @@ class PRMConfig:
             "on its validation split and recorded in its prm_config.json, else 0.5)"
         },
     )
+    prm_score_window: int = field(
+        default=0,
+        metadata={
+            "help": "average each frame's P(completed) with the episode's previous scores over this many frames "
+            "(causal; 1: each frame alone; 0: the PRM's own window, chosen with its threshold on its validation "
+            "split and recorded in its prm_config.json, else 1)"
+        },
+    )
     prm_deferred: bool = field(default=True, metadata={"help": "score a whole rollout at once (True/False)"})
     prm_image_size: int = field(
         default=0,
@@ -85,11 +93,21 @@ class PRMConfig:
             return self.prm_threshold
         return float(self.trained_config().get("decision_threshold", 0.5)) if self.process_reward_model else 0.5
 
+    def score_window(self) -> int:
+        """``--prm_score_window``, else the window in the PRM's ``prm_config.json``, else 1."""
+        if self.prm_score_window:
+            return self.prm_score_window
+        return int(self.trained_config().get("score_window", 1)) if self.process_reward_model else 1
+
     def validate(self) -> None:
         from reward.shaping import Shaping
 
         if not 0.0 <= self.prm_threshold < 1.0:
             raise ValueError(f"--prm_threshold must be in [0, 1) (0: the PRM's own), got {self.prm_threshold}.")
+        if isinstance(self.prm_score_window, bool) or not 0 <= self.prm_score_window <= 64:
+            raise ValueError(
+                f"--prm_score_window must be 0 (the PRM's own) or 1..64 frames, got {self.prm_score_window}."
+            )
         Shaping(self.prm_reward_weight, self.prm_reward_mode, 0.5)
         require_frame_side(self.prm_image_size, "--prm_image_size")
         if not self.process_reward_model:

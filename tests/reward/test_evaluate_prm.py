@@ -44,6 +44,25 @@ def test_oracle_is_perfect_and_random_is_not(heldout, tmp_path, capsys):
     assert json.loads((progress / "prm_eval.json").read_text())["episode"]["value_order_correlation"] > 0.8
 
 
+def test_a_score_window_averages_within_each_episode(heldout, tmp_path, capsys):
+    out = tmp_path / "w"
+    args = ["--prm_model_name_or_path", "oracle", "--data", heldout, "--split", "all", "--out", str(out)]
+    assert main([*args, "--score_window", "3"]) == 0
+    report = json.loads((out / "prm_eval.json").read_text())
+    assert report["score_window"] == 3 and report["frame_unwindowed"]["f1"] == 1.0
+    # the oracle's first completed frame of each successful episode averages to 1/3 (under the 0.5
+    # threshold), its second to 2/3: one missed frame per episode, never a frame of another episode
+    successful = report["episode"]["successful_episodes"]
+    frame = report["frame"]
+    assert frame["precision"] == 1.0 and frame["positives"] - frame["recall"] * frame["positives"] == pytest.approx(
+        successful
+    )
+    assert "score window 3 frame(s) (unaveraged: F1 1.000)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args, "--score_window", "-1"])
+    assert "--score_window must be 0" in capsys.readouterr().err
+
+
 def test_evaluation_seeds_must_be_disjoint_from_training_seeds(heldout, tiny_qwen, tmp_path, capsys):
     import shutil
 

@@ -7,11 +7,14 @@ import pytest
 
 from reward.prm_metrics import (
     best_f1_threshold,
+    best_window_threshold,
+    causal_mean,
     episode_metrics,
     expected_calibration_error,
     flicker_count,
     frame_metrics,
     value_order_correlation,
+    windowed,
 )
 
 
@@ -72,3 +75,38 @@ def test_best_f1_threshold_hand_computed():
     assert best_f1_threshold([0.1, 0.4, 0.6, 0.9], [0, 0, 1, 1]) == (pytest.approx(0.5), pytest.approx(1.0))
     with pytest.raises(ValueError, match="labelled completed"):
         best_f1_threshold([0.2, 0.7], [0, 0])
+
+
+def test_causal_mean_hand_computed():
+    np.testing.assert_allclose(causal_mean([0.0, 0.6, 0.3, 0.9], 2), [0.0, 0.3, 0.45, 0.6])
+    np.testing.assert_allclose(causal_mean([0.0, 0.6, 0.3, 0.9], 3), [0.0, 0.3, 0.3, 0.6])
+    np.testing.assert_allclose(causal_mean([0.2, 0.4], 1), [0.2, 0.4])
+    assert causal_mean([], 3).shape == (0,)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="score window"):
+            causal_mean([0.5], bad)
+
+
+def test_windowed_keeps_episodes_apart_and_the_input_order():
+    # two interleaved episodes, frames out of order: each is averaged along its own frames only
+    scores = [0.9, 0.0, 0.5, 1.0, 0.1]
+    episodes = ["b", "a", "a", "b", "a"]
+    frames = [1, 0, 2, 0, 1]
+    # a: frames 0, 1, 2 = 0.0, 0.1, 0.5 -> 0.0, 0.05, 0.3; b: frames 0, 1 = 1.0, 0.9 -> 1.0, 0.95
+    np.testing.assert_allclose(windowed(scores, episodes, frames, 2), [0.95, 0.0, 0.3, 1.0, 0.05])
+    np.testing.assert_allclose(windowed(scores, episodes, frames, 1), scores)
+
+
+def test_best_window_threshold_prefers_a_window_only_when_it_helps():
+    # an isolated spike at frame 2 of a failed episode: a single frame at 0.8 cannot be told from the
+    # completed frames (0.8, 0.9, 0.9), the two-frame mean can (0.45 against >= 0.5)
+    scores = [0.1, 0.1, 0.8, 0.1, 0.1, 0.2, 0.2, 0.8, 0.9, 0.9]
+    labels = [0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
+    episodes = [0] * 5 + [1] * 5
+    frames = list(range(5)) * 2
+    window, threshold, f1 = best_window_threshold(scores, labels, episodes, frames, (1, 2, 3))
+    assert window == 2 and f1 == pytest.approx(1.0) and 0.45 < threshold <= 0.5
+    assert best_f1_threshold(scores, labels)[1] < 1.0
+    # separable frame by frame: the shortest window wins the tie
+    clean = [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.2, 0.8, 0.9, 0.9]
+    assert best_window_threshold(clean, labels, episodes, frames, (1, 2, 3))[0] == 1

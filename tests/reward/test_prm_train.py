@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from reward.data import DataConfig, generate
-from reward.dataset import load_image, load_rows, read_meta
-from reward.prm_metrics import best_f1_threshold
+from reward.dataset import episode_key, load_image, load_rows, read_meta
+from reward.prm_metrics import best_f1_threshold, best_window_threshold
 from reward.qwen_prm import QwenProcessRM
 from reward.train_prm import PRMTrainConfig, main, train_prm
 
@@ -48,13 +48,19 @@ def test_full_finetune_lowers_validation_loss_and_reloads(dataset, tiny_qwen, tm
     prm = QwenProcessRM(final)
     reloaded = _probe_scores(summary, dataset, prm)
     np.testing.assert_allclose(reloaded, summary["probe"]["scores"], atol=1e-5)
-    # the decision threshold is the best-F1 one on the validation split, and the reloaded PRM knows it
+    # the decision threshold and score window are the best-F1 ones on the validation episodes, and the
+    # reloaded PRM knows them
     rows = load_rows(dataset, "validation")
     scores = prm.score(np.stack([load_image(r["image_path"]) for r in rows]), [r["instruction"] for r in rows])
-    threshold, f1 = best_f1_threshold(scores, [r["completion"] for r in rows])
+    labels = [r["completion"] for r in rows]
+    window, threshold, f1 = best_window_threshold(
+        scores, labels, [episode_key(r) for r in rows], [r["frame"] for r in rows], (1, 2, 3, 4)
+    )
+    assert (recorded["score_window"], prm.score_window, summary["score_window"]) == (window, window, window)
     assert recorded["decision_threshold"] == pytest.approx(threshold) == prm.threshold
     assert recorded["decision_threshold_validation_f1"] == pytest.approx(f1, abs=1e-6)
     assert summary["decision_threshold"] == recorded["decision_threshold"]
+    assert f1 >= best_f1_threshold(scores, labels)[1] - 1e-9  # window 1 is among those tried
 
 
 def test_lora_adapter_save_load_gives_the_same_scores(dataset, tiny_qwen, tmp_path):

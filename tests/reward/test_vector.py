@@ -19,13 +19,14 @@ def _actions(steps, num_envs):
     return np.random.default_rng(0).uniform(-1, 1, (steps, num_envs, 7)).astype(np.float32)
 
 
-def _vector_rewards(mode, actions, prm_factory, deferred=False):
+def _vector_rewards(mode, actions, prm_factory, deferred=False, window=1):
     vec = VectorRewardWrapper(
         envs.make_vector_env("reach", actions.shape[1], asynchronous=False, image_size=16),
         prm_factory(),
         weight=0.5,
         mode=mode,
         deferred=deferred,
+        window=window,
     )
     vec.reset(seed=10)
     rewards, infos = [], []
@@ -38,9 +39,9 @@ def _vector_rewards(mode, actions, prm_factory, deferred=False):
     return np.array(rewards), infos, flushed
 
 
-def _single_rewards(mode, actions, index, prm_factory):
+def _single_rewards(mode, actions, index, prm_factory, window=1):
     """The same episode sequence on one env, with the vector env's autoreset step (reward 0)."""
-    env = RewardWrapper(gym.make("VLARL/Reach-v0", image_size=16), prm_factory(), weight=0.5, mode=mode)
+    env = RewardWrapper(gym.make("VLARL/Reach-v0", image_size=16), prm_factory(), weight=0.5, mode=mode, window=window)
     env.reset(seed=10 + index)
     rewards, t = [], 0
     while t < len(actions):
@@ -55,12 +56,14 @@ def _single_rewards(mode, actions, index, prm_factory):
     return np.array(rewards[: len(actions)])
 
 
+@pytest.mark.parametrize("window", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_vector_equals_single_env_wrapper_across_autoresets(mode):
+def test_vector_equals_single_env_wrapper_across_autoresets(mode, window):
     actions = _actions(70, 2)  # the reach step limit is 60: every env autoresets once
-    vector, infos, _ = _vector_rewards(mode, actions, lambda: OracleRM("progress"))
+    vector, infos, _ = _vector_rewards(mode, actions, lambda: OracleRM("progress"), window=window)
     for i in range(2):
-        np.testing.assert_array_equal(vector[:, i], _single_rewards(mode, actions, i, lambda: OracleRM("progress")))
+        single = _single_rewards(mode, actions, i, lambda: OracleRM("progress"), window)
+        np.testing.assert_array_equal(vector[:, i], single)
     reset_step = envs.TASKS["reach"][2]  # the step after truncation resets both envs
     assert not infos[reset_step][f"_{keys.PRM_REWARD}"].any()
     assert np.all(vector[reset_step] == 0)
@@ -87,11 +90,12 @@ def test_potential_mode_restarts_per_episode_on_a_scripted_vector_env():
     np.testing.assert_allclose(rewards, [p[1] - p[0], p[2] - p[1], 0.0, p[1] - p[0], p[2] - p[1]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("window", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_deferred_rewards_are_bit_identical_to_per_step(mode):
+def test_deferred_rewards_are_bit_identical_to_per_step(mode, window):
     actions = _actions(70, 2)
-    per_step, infos, _ = _vector_rewards(mode, actions, PixelRM)
-    env_only, deferred_infos, flushed = _vector_rewards(mode, actions, PixelRM, deferred=True)
+    per_step, infos, _ = _vector_rewards(mode, actions, PixelRM, window=window)
+    env_only, deferred_infos, flushed = _vector_rewards(mode, actions, PixelRM, deferred=True, window=window)
     env_rewards = np.array([info[keys.ENV_REWARD] for info in infos])
     np.testing.assert_array_equal(env_only, env_rewards)  # deferred step() returns the env reward
     assert flushed[keys.PRM_REWARD].shape == (70, 2)

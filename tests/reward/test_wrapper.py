@@ -70,6 +70,19 @@ def test_score_every_reuses_the_last_score_and_scores_the_last_step():
     assert prm.calls == 2  # steps 2 and 3 (the episode's last)
 
 
+def test_score_window_averages_the_episodes_last_scores_and_restarts_at_reset():
+    env = RewardWrapper(ScriptedEnv(VALUES, truncate_at=4), PixelRM(), weight=1.0, mode="prob", window=2)
+    scores = [info[keys.PRM_SCORE] for *_, info in _run(env, 4)]
+    np.testing.assert_allclose(scores, [P[1], (P[1] + P[2]) / 2, (P[2] + P[3]) / 2, (P[3] + P[4]) / 2])
+    again = [info[keys.PRM_SCORE] for *_, info in _run(env, 2)]  # a new episode: nothing carried over
+    np.testing.assert_allclose(again, [P[1], (P[1] + P[2]) / 2])
+    # potential mode scores the reset frame: it opens the window
+    env = RewardWrapper(ScriptedEnv(VALUES, truncate_at=4), PixelRM(), weight=1.0, mode="potential", window=2, gamma=1)
+    rewards = [r for _, r, *_ in _run(env, 2)]
+    mean = [P[0], (P[0] + P[1]) / 2, (P[1] + P[2]) / 2]
+    np.testing.assert_allclose(rewards, [mean[1] - mean[0], mean[2] - mean[1]])
+
+
 def test_the_prm_sees_the_frame_after_the_action():
     prm = PixelRM()
     env = RewardWrapper(ScriptedEnv(VALUES), prm, weight=1.0, mode="prob")
@@ -90,6 +103,7 @@ def test_bad_weight_is_rejected(weight):
         ({"threshold": 2.0}, ValueError),
         ({"gamma": -1.0}, ValueError),
         ({"score_every": 0}, ValueError),
+        ({"window": 0}, ValueError),
         ({"weight": "0.1"}, TypeError),
     ],
 )

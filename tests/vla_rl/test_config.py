@@ -94,6 +94,7 @@ def test_flags_land_in_their_components(tiny_qwen):
         (["--local_rollout_forward_batch_size", "0"], "--local_rollout_forward_batch_size"),
         (["--prm_image_size", "8"], "--prm_image_size"),
         (["--prm_threshold", "1"], "--prm_threshold"),
+        (["--prm_score_window", "-1"], "--prm_score_window"),
         (["--advantage_estimator", "ppo"], "--advantage_estimator"),
         (["--advantage_estimator", "grpo", "--group_size", "1"], "--group_size"),
         (["--loss_aggregation", "episode"], "--loss_aggregation must be sample, or episode with"),
@@ -203,3 +204,19 @@ def test_the_prms_frames_are_those_it_was_trained_on(tiny_qwen, tmp_path):
     assert (on.prm.frame_size(), on.prm.frame_camera()) == (28, "front")  # they were all front frames
     (prm / "prm_config.json").write_text(json.dumps({}))  # a PRM trained elsewhere: the policy's frames
     assert (on.prm.frame_size(), on.prm.frame_camera()) == (None, None)
+
+
+def test_the_prms_score_window_reaches_the_reward_wrapper(tiny_qwen, tmp_path):
+    import json
+    import shutil
+
+    from vla_rl.distributed.runtime import shaping_options
+
+    prm = tmp_path / "prm"
+    shutil.copytree(tiny_qwen, prm)
+    (prm / "prm_config.json").write_text(json.dumps({"score_window": 3, "decision_threshold": 0.7}))
+    flags = ["--vla_path", tiny_qwen, "--prm_model_name_or_path", str(prm)]
+    assert shaping_options(parse_config(flags))["window"] == 3  # the PRM's own
+    assert shaping_options(parse_config([*flags, "--prm_score_window", "1"]))["window"] == 1  # the flag wins
+    (prm / "prm_config.json").write_text(json.dumps({}))  # a PRM trained before windows were recorded
+    assert shaping_options(parse_config(flags))["window"] == 1

@@ -129,22 +129,31 @@ class PRMServer:
             offset += len(request[0])
 
     async def stats(self) -> dict:
-        """Calls and frames served so far, the PRM's name and its decision threshold."""
-        return {**self.stats_, "name": self.name, "threshold": self.prm.threshold}
+        """Calls and frames served so far, the PRM's name, decision threshold and score window."""
+        return {
+            **self.stats_,
+            "name": self.name,
+            "threshold": self.prm.threshold,
+            "score_window": self.prm.score_window,
+        }
 
 
 class RemotePRM(ProcessRewardModel):
     """A PRM whose scoring happens in a :class:`PRMServer` (picklable: pass it to env workers);
-    it carries the served PRM's decision threshold, for the videos' marks."""
+    it carries the served PRM's decision threshold and score window, for the videos."""
 
     name = "remote"
 
-    def __init__(self, server, timeout_s: float = 600.0, threshold: float | None = None):
+    def __init__(
+        self, server, timeout_s: float = 600.0, threshold: float | None = None, score_window: int | None = None
+    ):
         self.server = server
         self.timeout_s = timeout_s
-        if threshold is None:  # ask the server
-            threshold = require_ray().get(server.stats.remote(), timeout=timeout_s)["threshold"]
+        if threshold is None or score_window is None:  # ask the server
+            stats = require_ray().get(server.stats.remote(), timeout=timeout_s)
+            threshold, score_window = stats["threshold"], stats["score_window"]
         self.threshold = float(threshold)
+        self.score_window = int(score_window)
 
     def _score(self, frames, instructions, infos):
         ray = require_ray()
@@ -176,4 +185,4 @@ def start_prm_server(
             f"{ray.available_resources()}); free resources or use --use_ray False."
         )
     stats = ray.get(ready[0])  # raises the PRM's own error (a bad checkpoint path, ...)
-    return actor, RemotePRM(actor, threshold=stats["threshold"])
+    return actor, RemotePRM(actor, threshold=stats["threshold"], score_window=stats["score_window"])

@@ -58,6 +58,7 @@ def shaping_options(config: TrainConfig) -> dict:
         "weight": config.prm.prm_reward_weight,
         "mode": config.prm.prm_reward_mode,
         "threshold": config.prm.decision_threshold(),
+        "window": config.prm.score_window(),
         "gamma": 1.0 if config.ppo.grouped else config.ppo.gamma,
         "deferred": config.prm.prm_deferred,
     }
