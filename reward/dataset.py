@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 
+from vla_rl import keys
 from vla_rl.versioned import read_versioned_json
 
 FORMAT_VERSION = 1
@@ -141,3 +142,31 @@ def load_image(path: str):
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def merged_meta(directories: list[str]) -> dict:
+    """The metadata of one or more datasets trained on together: their common image size and camera and,
+    per split and task, the union of their initial-state seeds (the held-out check of
+    ``reward.evaluate_prm`` reads them)."""
+    if not directories:
+        raise ValueError("--data needs at least one dataset directory.")
+    metas = [read_meta(d) for d in directories]
+    common = {}  # what every frame must share: the side and the camera it was rendered at
+    for key, default, flag, what in (
+        ("image_size", None, "--image_size", "image sizes"),
+        ("camera", keys.FRONT_CAMERA, "--camera", "cameras"),
+    ):
+        values = {d: m.get(key, default) for d, m in zip(directories, metas, strict=True)}
+        if len(set(values.values())) > 1:
+            raise ValueError(
+                f"--data datasets have different {what} {values}; build them with the same {flag} "
+                "(python -m reward.data)."
+            )
+        common[key] = next(iter(values.values()))
+    seeds: dict[str, dict[str, set[int]]] = {}
+    for meta in metas:
+        for split, per_task in meta.get("seeds", {}).items():
+            for task, values in per_task.items():
+                seeds.setdefault(split, {}).setdefault(task, set()).update(values)
+    sorted_seeds = {split: {task: sorted(v) for task, v in per_task.items()} for split, per_task in seeds.items()}
+    return {**common, "seeds": sorted_seeds}

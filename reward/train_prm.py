@@ -38,6 +38,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from reward import labels as L
+from reward.dataset import merged_meta
 from reward.prm_trainer import FrameCollator, FrameDataset, compute_metrics, make_trainer_class, tune_threshold
 from vla_rl import keys
 from vla_rl.cli import str2bool
@@ -119,36 +120,6 @@ class PRMTrainConfig:
         read_checkpoint_config(self.model_name_or_path, "--model_name_or_path")
         if os.path.exists(self.out) and os.listdir(self.out) and not (self.resume or self.overwrite):
             raise FileExistsError(f"--out {self.out} exists; pass --resume True to continue it or --overwrite True.")
-
-
-def merged_meta(directories: list[str]) -> dict:
-    """The metadata of one or more datasets trained on together: their common image size and camera and,
-    per split and task, the union of their initial-state seeds (the held-out check of
-    ``reward.evaluate_prm`` reads them)."""
-    from reward.dataset import read_meta
-
-    if not directories:
-        raise ValueError("--data needs at least one dataset directory.")
-    metas = [read_meta(d) for d in directories]
-    common = {}  # what every frame must share: the side and the camera it was rendered at
-    for key, default, flag, what in (
-        ("image_size", None, "--image_size", "image sizes"),
-        ("camera", keys.FRONT_CAMERA, "--camera", "cameras"),
-    ):
-        values = {d: m.get(key, default) for d, m in zip(directories, metas, strict=True)}
-        if len(set(values.values())) > 1:
-            raise ValueError(
-                f"--data datasets have different {what} {values}; build them with the same {flag} "
-                "(python -m reward.data)."
-            )
-        common[key] = next(iter(values.values()))
-    seeds: dict[str, dict[str, set[int]]] = {}
-    for meta in metas:
-        for split, per_task in meta.get("seeds", {}).items():
-            for task, values in per_task.items():
-                seeds.setdefault(split, {}).setdefault(task, set()).update(values)
-    sorted_seeds = {split: {task: sorted(v) for task, v in per_task.items()} for split, per_task in seeds.items()}
-    return {**common, "seeds": sorted_seeds}
 
 
 def prepare_model(config: PRMTrainConfig):

@@ -10,7 +10,7 @@ import pytest
 
 import envs
 from envs.experts import make_expert
-from reward.prm_metrics import value_order_correlation
+from reward.prm_metrics import causal_mean, value_order_correlation
 from reward.qwen_prm import QwenProcessRM
 from vla_rl import keys
 from vla_rl.prm_config import DEFAULT_PRM, default_prm
@@ -22,7 +22,8 @@ def test_the_main_job_defaults_to_the_embedded_prm():
     assert default_prm() == DEFAULT_PRM
     with open(os.path.join(DEFAULT_PRM, "prm_config.json")) as f:
         config = json.load(f)
-    assert 0.0 < config["decision_threshold"] < 1.0 and config["image_size"] == 56
+    assert 0.0 < config["decision_threshold"] < 1.0 and config["image_size"] in (56, 112)
+    assert config.get("score_window", 1) in (1, 2, 3, 4)  # the build's train_prm tries 1..4
     with open(os.path.join(DEFAULT_PRM, "heldout_eval.json")) as f:
         heldout = json.load(f)
     # the build script's install floor (scripts/build_default_models.sh)
@@ -43,9 +44,10 @@ def prm():
     model.close()
 
 
-def expert_episode(task: str, seed: int) -> tuple[np.ndarray, str, bool]:
-    """The frames of one noise-free expert episode, its instruction and whether it succeeded."""
-    env = gym.make(envs.task_id(task), image_size=56)
+def expert_episode(task: str, seed: int, size: int, camera: str) -> tuple[np.ndarray, str, bool]:
+    """The frames (``size`` px, from ``camera``) of one noise-free expert episode, its instruction
+    and whether it succeeded."""
+    env = gym.make(envs.task_id(task), image_size=size, camera=camera)
     try:
         observation, info = env.reset(seed=seed)
         expert = make_expert(env)
@@ -64,9 +66,9 @@ def expert_episode(task: str, seed: int) -> tuple[np.ndarray, str, bool]:
 def test_scores_rise_along_expert_episodes_to_completion(prm, task):
     firsts, lasts, orders = [], [], []
     for seed in HELDOUT_SEEDS:
-        frames, instruction, success = expert_episode(task, seed)
+        frames, instruction, success = expert_episode(task, seed, prm.image_size, prm.camera or keys.FRONT_CAMERA)
         assert success, f"the {task} expert failed on seed {seed}"
-        scores = prm.score(frames, [instruction] * len(frames))
+        scores = causal_mean(prm.score(frames, [instruction] * len(frames)), prm.score_window)
         firsts.append(float(scores[0]))
         lasts.append(float(scores[-1]))
         orders.append(value_order_correlation(scores))
