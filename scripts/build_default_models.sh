@@ -15,16 +15,17 @@
 # Stage "prm" (assets/models/prm-small):
 #   1. simulator-labelled PRM datasets: perturbed experts (noise levels, decoy targets), and the
 #      policy's own rollouts (PRM_POLICY_STATES initial states per task, 4 rollouts each of the vla
-#      stage's policy at T = 0.5, as PPO samples it), each with a held-out set from disjoint seeds,
-#   2. start from the vla stage's vision-pretrained checkpoint (pretrained here if that stage did
-#      not run) or, with PRM_IMAGE_SIZE other than 56, from a PRM_PRESET checkpoint (prm-small:
-#      14-px patches, the token count of 56 px; vla-small: 7-px patches, four times the tokens)
-#      whose vision tower is pretrained here at that size, or, with a PRM_CAMERA other than
-#      VLA_CAMERA (wrist: frames from the eye-in-hand camera), from a vla-small checkpoint whose
-#      tower is pretrained here on that view's frames, and train it with reward.train_prm
+#      stage's policy at T = 0.5, as PPO samples it), each with a held-out set from disjoint seeds
+#      (by default 112-px frames from the eye-in-hand camera: PRM_CAMERA=wrist PRM_IMAGE_SIZE=112),
+#   2. start from a PRM_PRESET checkpoint (vla-small: 7-px patches, 64 image tokens at 112 px;
+#      prm-small: 14-px patches, 16) whose vision tower is pretrained here on those
+#      frames (or, for 56-px frames of the VLA's own camera with the vla-small preset, from the vla
+#      stage's vision-pretrained checkpoint, pretrained here if that stage did not run), and train
+#      it with reward.train_prm
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
 #      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
-#      permutation),
+#      permutation; the decision threshold and a causal score window of 1-4 frames are chosen
+#      for the best F1 on its validation episodes),
 #   3. evaluate it on the held-out datasets (frame F1 at its tuned threshold, value-order
 #      correlation, ...; on the policy's rollouts, how many frames it calls completed) and
 #      install it only if it clears the install floor on the expert set: F1 >= PRM_MIN_F1
@@ -41,7 +42,8 @@
 #   DEMOS=400 DAGGER_TASKS="reach push" STAGES=vla VLA_OUT=data/vla-strong \
 #       bash scripts/build_default_models.sh                   # a warm start near the ceiling on reach (bench/README.md)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
-#       PRM_POLICY_STATES=4 bash scripts/build_default_models.sh   # quick smoke build (about 3 minutes)
+#       PRM_POLICY_STATES=4 PRM_CAMERA=front PRM_IMAGE_SIZE=56 bash scripts/build_default_models.sh
+#                                                              # quick smoke build (about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -66,13 +68,10 @@ VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
 PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
-PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-56}"  # PRM frame side; 56 shares the VLA's vision tower, 112 pretrains its own
-default_prm_preset=prm-small
-[ "$PRM_IMAGE_SIZE" != 56 ] || default_prm_preset=vla-small
-PRM_PRESET="${PRM_PRESET:-$default_prm_preset}"  # PRM architecture: vla-small (7-px patches) | prm-small (14-px);
-                                        # default: vla-small at 56 px, prm-small (the same token count) at larger sizes
+PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-112}"  # PRM frame side (56 with the VLA's camera shares its vision tower)
+PRM_PRESET="${PRM_PRESET:-vla-small}"   # PRM architecture: vla-small (7-px patches) | prm-small (14-px patches)
 VLA_CAMERA="${VLA_CAMERA:-front}"       # VLA view: front | wrist (eye in hand) | front+wrist (both side by side)
-PRM_CAMERA="${PRM_CAMERA:-front}"       # PRM frames: front | wrist | front+wrist (its own vision tower unless VLA_CAMERA's)
+PRM_CAMERA="${PRM_CAMERA:-wrist}"       # PRM frames: wrist (eye in hand) | front | front+wrist (its own vision tower unless VLA_CAMERA's at 56 px)
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
 PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answer position (vla_rl.grounding)
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
