@@ -10,7 +10,7 @@ import pytest
 
 import envs
 from envs.experts import make_expert
-from reward.prm_metrics import causal_mean, value_order_correlation
+from reward.prm_metrics import value_order_correlation
 from reward.qwen_prm import QwenProcessRM
 from vla_rl import keys
 from vla_rl.prm_config import DEFAULT_PRM, default_prm
@@ -30,11 +30,16 @@ def test_the_main_job_defaults_to_the_embedded_prm():
     assert heldout["frame"]["f1"] >= 0.70 and heldout["episode"]["value_order_correlation"] >= 0.80
     assert heldout["threshold"] == pytest.approx(config["decision_threshold"])
     # the build also scores the policy's own held-out rollouts, which PPO's reward is paid on:
-    # seeds disjoint from every training seed, the same threshold, completed frames found
+    # seeds disjoint from every training seed, the same threshold, completed frames found, few
+    # others called completed. A policy episode ends at its one completed frame, which a causal
+    # score window reaches late (and whose score the potential-based reward never uses: the
+    # terminal potential is 0), so the frames are found by the unaveraged scores.
     with open(os.path.join(DEFAULT_PRM, "policy_heldout_eval.json")) as f:
         policy = json.load(f)
     assert policy["seed_overlap"] == {} and policy["threshold"] == pytest.approx(config["decision_threshold"])
-    assert policy["frame"]["positives"] > 0 and policy["frame"]["recall"] > 0.5, policy["frame"]
+    found = policy.get("frame_unwindowed", policy["frame"])
+    assert policy["frame"]["positives"] > 0 and found["recall"] > 0.5, found
+    assert policy["frame"]["accuracy_negative"] > 0.95, policy["frame"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,7 @@ def test_scores_rise_along_expert_episodes_to_completion(prm, task):
     for seed in HELDOUT_SEEDS:
         frames, instruction, success = expert_episode(task, seed, prm.image_size, prm.camera or keys.FRONT_CAMERA)
         assert success, f"the {task} expert failed on seed {seed}"
-        scores = causal_mean(prm.score(frames, [instruction] * len(frames)), prm.score_window)
+        scores = prm.score(frames, [instruction] * len(frames))  # each frame alone: the episode ends at success
         firsts.append(float(scores[0]))
         lasts.append(float(scores[-1]))
         orders.append(value_order_correlation(scores))
