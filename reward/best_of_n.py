@@ -86,7 +86,7 @@ def rollout_scores(prm, rollouts: list[dict], select: str) -> np.ndarray:
     from reward.prm_metrics import causal_mean
     from vla_rl import keys
 
-    window = getattr(prm, "score_window", 1)
+    window = prm.score_window
     scores = []
     for rollout in rollouts:
         frames = rollout["frames"] if select == "mean" else rollout["frames"][-window:]

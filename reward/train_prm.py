@@ -182,7 +182,7 @@ def training_arguments(config: PRMTrainConfig, mode: str):
     )
 
 
-def prm_config(config: PRMTrainConfig, mode: str, meta: dict, tuned: tuple[float, float] | None = None) -> dict:
+def prm_config(config: PRMTrainConfig, mode: str, meta: dict, tuned: tuple[int, float, float] | None = None) -> dict:
     """What a scorer needs to ask the trained PRM the question it was trained on, and where to
     cut its P(completed): ``tuned`` is (score window, threshold, F1 there) on the validation split."""
     from reward.qwen_prm import ANSWER_PAIRS, DEFAULT_PROMPT, threshold_fields
