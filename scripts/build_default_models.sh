@@ -5,7 +5,7 @@
 #   1. record scripted-expert demonstrations of the default tasks (noisy execution, clean labels,
 #      counterfactual labels for the other objects, every colour object's position): 400 episodes
 #      per task, but only 12 of reach, so that the warm start leaves RL room on both tasks,
-#      (from the VLA_CAMERA view: front, wrist, or front+wrist side by side),
+#      (from the VLA_CAMERA view: front, wrist, or front+wrist side by side, at VLA_IMAGE_SIZE px),
 #   2. build an untrained small Qwen2-VL-architecture checkpoint (vla-small preset),
 #   3. pretrain its vision tower on simulator labels (which colour is where: vla_rl.vision_pretrain),
 #   4. behaviour-clone it on the demonstrations with the counterfactual samples and the grounding
@@ -19,7 +19,7 @@
 #      (by default 112-px frames from the eye-in-hand camera: PRM_CAMERA=wrist PRM_IMAGE_SIZE=112),
 #   2. start from a PRM_PRESET checkpoint (vla-small: 7-px patches, 64 image tokens at 112 px;
 #      prm-small: 14-px patches, 16) whose vision tower is pretrained here on those
-#      frames (or, for 56-px frames of the VLA's own camera with the vla-small preset, from the vla
+#      frames (or, for frames of the VLA's own camera and size with the vla-small preset, from the vla
 #      stage's vision-pretrained checkpoint, pretrained here if that stage did not run), and train
 #      it with reward.train_prm
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
@@ -39,6 +39,8 @@
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
 #   VLA_CAMERA=front+wrist STAGES=vla VLA_OUT=data/vla-fw bash scripts/build_default_models.sh
 #                                                              # a policy that sees the front and the wrist view
+#   VLA_IMAGE_SIZE=112 STAGES=vla WORK=data/v112 VLA_OUT=data/v112/vla bash scripts/build_default_models.sh
+#                                                              # a policy on 112-px frames (64 image tokens)
 #   DEMOS=400 DAGGER_TASKS="reach push" STAGES=vla VLA_OUT=data/vla-strong \
 #       bash scripts/build_default_models.sh                   # a warm start near the ceiling on reach (bench/README.md)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
@@ -68,10 +70,11 @@ VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
 PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
-PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-112}"  # PRM frame side (56 with the VLA's camera shares its vision tower)
+VLA_IMAGE_SIZE="${VLA_IMAGE_SIZE:-56}"   # VLA frame side (a multiple of 14; 7-px patches: 16 image tokens at 56 px, 64 at 112)
+PRM_IMAGE_SIZE="${PRM_IMAGE_SIZE:-112}"  # PRM frame side (the VLA's size and camera share its vision tower)
 PRM_PRESET="${PRM_PRESET:-vla-small}"   # PRM architecture: vla-small (7-px patches) | prm-small (14-px patches)
 VLA_CAMERA="${VLA_CAMERA:-front}"       # VLA view: front | wrist (eye in hand) | front+wrist (both side by side)
-PRM_CAMERA="${PRM_CAMERA:-wrist}"       # PRM frames: wrist (eye in hand) | front | front+wrist (its own vision tower unless VLA_CAMERA's at 56 px)
+PRM_CAMERA="${PRM_CAMERA:-wrist}"       # PRM frames: wrist (eye in hand) | front | front+wrist (its own vision tower unless VLA_CAMERA's at VLA_IMAGE_SIZE)
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
 PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answer position (vla_rl.grounding)
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
@@ -89,6 +92,12 @@ done
 case "$PRM_PRESET" in vla-small|prm-small) ;;
     *) echo "error: PRM_PRESET must be vla-small (7-px patches) or prm-small (14-px patches), got '$PRM_PRESET'." >&2
        exit 2 ;; esac
+for size in VLA_IMAGE_SIZE PRM_IMAGE_SIZE; do
+    if ! [[ "${!size}" =~ ^[1-9][0-9]*$ ]] || [ $(( ${!size} % 14 )) -ne 0 ]; then
+        echo "error: $size must be a frame side in pixels that is a multiple of 14 (56, 112, ...), got '${!size}'." >&2
+        exit 2
+    fi
+done
 for view in VLA_CAMERA PRM_CAMERA; do
     case "${!view}" in front|wrist|front+wrist) ;;
         *) echo "error: $view must be front, wrist or front+wrist, got '${!view}'." >&2; exit 2 ;; esac
@@ -168,8 +177,8 @@ if [[ " $STAGES " == *" vla "* ]]; then
     demo_dirs=()
     for task in $TASKS; do
         episodes=$(demos_for "$task")
-        echo "[vla 1/4] expert demonstrations: $episodes episodes of $task at 56 px ($VLA_CAMERA view)"
-        "$PYTHON" -m envs.demos --tasks "$task" --episodes "$episodes" --seed "$SEED" --image-size 56 \
+        echo "[vla 1/4] expert demonstrations: $episodes episodes of $task at $VLA_IMAGE_SIZE px ($VLA_CAMERA view)"
+        "$PYTHON" -m envs.demos --tasks "$task" --episodes "$episodes" --seed "$SEED" --image-size "$VLA_IMAGE_SIZE" \
             --camera "$VLA_CAMERA" --action-noise 0.15 --out "$WORK/demos-$task" --overwrite
         demo_dirs+=("$WORK/demos-$task")
     done
@@ -178,7 +187,8 @@ if [[ " $STAGES " == *" vla "* ]]; then
         --out "$WORK/vla-init" --overwrite
     echo "[vla 3/4] vision pretraining ($VISION_STEPS steps on $VISION_EPISODES episodes per task)"
     "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
-        --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --camera "$VLA_CAMERA" --seed "$SEED" --overwrite
+        --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$VLA_IMAGE_SIZE" --camera "$VLA_CAMERA" \
+        --seed "$SEED" --overwrite
     echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss, vision tower at" \
         "${VLA_VISION_LR_SCALE}x the learning rate) + closed-loop eval" \
         "on $EVAL_EPISODES held-out seeds per task"
@@ -205,7 +215,7 @@ if [[ " $STAGES " == *" prm "* ]]; then
         PRM_DATA+=("$WORK/prm-policy")
     fi
     PRM_INIT="$WORK/vla-vision"
-    if [ "$PRM_IMAGE_SIZE" != 56 ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ]; then
+    if [ "$PRM_IMAGE_SIZE" != "$VLA_IMAGE_SIZE" ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ]; then
         PRM_INIT="$WORK/prm-vision"
         preset="$PRM_PRESET"
         echo "[prm 2/4] PRM initialisation: untrained $preset checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
@@ -222,7 +232,8 @@ if [[ " $STAGES " == *" prm "* ]]; then
         "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
             --out "$WORK/vla-init" --overwrite
         "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
-            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --camera "$VLA_CAMERA" --seed "$SEED" --overwrite
+            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$VLA_IMAGE_SIZE" --camera "$VLA_CAMERA" \
+            --seed "$SEED" --overwrite
     fi
     echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
         "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"

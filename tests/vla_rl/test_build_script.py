@@ -20,6 +20,8 @@ def run_build(tmp_path, **settings):
     [
         ({"PRM_PRESET": "big"}, "PRM_PRESET must be vla-small (7-px patches) or prm-small"),
         ({"PRM_CAMERA": "top"}, "PRM_CAMERA must be front, wrist or front+wrist, got 'top'"),
+        ({"VLA_IMAGE_SIZE": "100"}, "VLA_IMAGE_SIZE must be a frame side in pixels that is a multiple of 14"),
+        ({"PRM_IMAGE_SIZE": "big"}, "PRM_IMAGE_SIZE must be a frame side in pixels that is a multiple of 14"),
         ({"STAGES": "vla policy"}, "STAGES may hold 'vla' and 'prm', got 'policy'"),
         ({"THREADS": "two"}, "THREADS must be a whole number >= 1"),
     ],
