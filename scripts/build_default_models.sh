@@ -167,6 +167,13 @@ policy_rollouts() {  # policy_rollouts STATES SEED OUT: 4 rollouts per initial s
         --num_rollouts 4 --band 0 1 --temperature 0.5 --seed "$2" --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" \
         --out "$3" --overwrite
 }
+pretrained_tower() {  # pretrained_tower PRESET SIZE CAMERA NAME: an untrained PRESET checkpoint ($WORK/NAME-init)
+    # whose vision tower is pretrained on SIZE-px frames of CAMERA ($WORK/NAME-vision)
+    "$PYTHON" -m vla_rl.qwen.build --preset "$1" --ordinal-bins --position-frame --seed "$SEED" \
+        --out "$WORK/$4-init" --overwrite
+    "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/$4-init" --out "$WORK/$4-vision" --tasks $TASKS \
+        --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$2" --camera "$3" --seed "$SEED" --overwrite
+}
 install_model() {  # install_model SRC DST: replace DST by a copy of SRC, atomically
     rm -rf "$2.tmp" && cp -r "$1" "$2.tmp" && rm -rf "$2.old" && { [ ! -e "$2" ] || mv "$2" "$2.old"; } \
         && mv "$2.tmp" "$2" && rm -rf "$2.old"
@@ -182,13 +189,9 @@ if [[ " $STAGES " == *" vla "* ]]; then
             --camera "$VLA_CAMERA" --action-noise 0.15 --out "$WORK/demos-$task" --overwrite
         demo_dirs+=("$WORK/demos-$task")
     done
-    echo "[vla 2/4] untrained vla-small checkpoint"
-    "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
-        --out "$WORK/vla-init" --overwrite
-    echo "[vla 3/4] vision pretraining ($VISION_STEPS steps on $VISION_EPISODES episodes per task)"
-    "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
-        --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$VLA_IMAGE_SIZE" --camera "$VLA_CAMERA" \
-        --seed "$SEED" --overwrite
+    echo "[vla 2/4] untrained vla-small checkpoint; [vla 3/4] vision pretraining ($VISION_STEPS steps on" \
+        "$VISION_EPISODES episodes per task)"
+    pretrained_tower vla-small "$VLA_IMAGE_SIZE" "$VLA_CAMERA" vla
     echo "[vla 4/4] behaviour cloning ($SFT_STEPS steps, counterfactual samples, grounding loss, vision tower at" \
         "${VLA_VISION_LR_SCALE}x the learning rate) + closed-loop eval" \
         "on $EVAL_EPISODES held-out seeds per task"
@@ -217,23 +220,14 @@ if [[ " $STAGES " == *" prm "* ]]; then
     PRM_INIT="$WORK/vla-vision"
     if [ "$PRM_IMAGE_SIZE" != "$VLA_IMAGE_SIZE" ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ]; then
         PRM_INIT="$WORK/prm-vision"
-        preset="$PRM_PRESET"
-        echo "[prm 2/4] PRM initialisation: untrained $preset checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
+        echo "[prm 2/4] PRM initialisation: untrained $PRM_PRESET checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
             "on the $PRM_CAMERA camera's frames ($VISION_STEPS steps)"
-        "$PYTHON" -m vla_rl.qwen.build --preset "$preset" --ordinal-bins --position-frame --seed "$SEED" \
-            --out "$WORK/prm-init" --overwrite
-        "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/prm-init" --out "$PRM_INIT" --tasks $TASKS \
-            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" \
-            --seed "$SEED" --overwrite
+        pretrained_tower "$PRM_PRESET" "$PRM_IMAGE_SIZE" "$PRM_CAMERA" prm
     elif [ -f "$WORK/vla-vision/vision_pretrain.json" ]; then
         echo "[prm 2/4] PRM initialisation: the vision-pretrained checkpoint of the vla stage ($WORK/vla-vision)"
     else
         echo "[prm 2/4] PRM initialisation: untrained vla-small checkpoint + vision pretraining ($VISION_STEPS steps)"
-        "$PYTHON" -m vla_rl.qwen.build --preset vla-small --ordinal-bins --position-frame --seed "$SEED" \
-            --out "$WORK/vla-init" --overwrite
-        "$PYTHON" -m vla_rl.vision_pretrain --vla_path "$WORK/vla-init" --out "$WORK/vla-vision" --tasks $TASKS \
-            --episodes "$VISION_EPISODES" --steps "$VISION_STEPS" --image_size "$VLA_IMAGE_SIZE" --camera "$VLA_CAMERA" \
-            --seed "$SEED" --overwrite
+        pretrained_tower vla-small "$VLA_IMAGE_SIZE" "$VLA_CAMERA" vla
     fi
     echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
         "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
