@@ -336,6 +336,17 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
     return summary
 
 
+def pretrained_view(path: str) -> tuple[int, str] | None:
+    """(frame side, camera) the vision tower of checkpoint ``path`` was pretrained on, or None
+    where ``path`` holds no ``vision_pretrain.json``."""
+    summary = os.path.join(path, "vision_pretrain.json")
+    if not os.path.isfile(summary):
+        return None
+    with open(summary) as f:
+        config = json.load(f)["config"]
+    return int(config["image_size"]), str(config["camera"])
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = VisionPretrainConfig(vla_path="", out="")
     parser = argparse.ArgumentParser(

@@ -9,7 +9,15 @@ import torch
 
 from envs.scene import COLOUR_NAMES
 from vla_rl.qwen.build import build_checkpoint
-from vla_rl.vision_pretrain import OBJECTS, POSITION_SCALE, VisionPretrainConfig, cell_labels, pretrain_vision, record
+from vla_rl.vision_pretrain import (
+    OBJECTS,
+    POSITION_SCALE,
+    VisionPretrainConfig,
+    cell_labels,
+    pretrain_vision,
+    pretrained_view,
+    record,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -87,6 +95,7 @@ def test_pretraining_learns_where_things_are_and_writes_a_loadable_checkpoint(tm
     assert after["gripper_xy_error_cm"] < before["gripper_xy_error_cm"]
     with open(os.path.join(config.out, "vision_pretrain.json")) as f:
         assert json.load(f)["heldout_after"] == after
+    assert pretrained_view(config.out) == (56, "front") and pretrained_view(init) is None
     trained, untouched = load_model(config.out, "--vla_path"), load_model(init, "--vla_path")
     changed = {n for n, p in trained.named_parameters() if not torch.equal(p, dict(untouched.named_parameters())[n])}
     assert changed and all(".visual." in n for n in changed)  # the language model is left as it was
