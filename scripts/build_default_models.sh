@@ -20,7 +20,8 @@
 #   2. start from a PRM_PRESET checkpoint (vla-small: 7-px patches, 64 image tokens at 112 px;
 #      prm-small: 14-px patches, 16) whose vision tower is pretrained here on those
 #      frames (or, for frames of the VLA's own camera and size with the vla-small preset, from the vla
-#      stage's vision-pretrained checkpoint, pretrained here if that stage did not run), and train
+#      stage's vision-pretrained checkpoint where its vision_pretrain.json records those frames,
+#      pretrained here if that stage did not run), and train
 #      it with reward.train_prm
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
 #      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
