@@ -221,15 +221,15 @@ if [[ " $STAGES " == *" prm "* ]]; then
     PRM_INIT="$WORK/vla-vision"
     # the vla stage's tower serves only if it was pretrained on the PRM's frames (an earlier build
     # in this WORK may have used another VLA_IMAGE_SIZE or VLA_CAMERA)
-    vla_tower=$("$PYTHON" -c 'import sys; from vla_rl.vision_pretrain import pretrained_view as v; print(v(sys.argv[1]))' \
-        "$WORK/vla-vision")
+    vla_tower=$("$PYTHON" -c 'import sys; from vla_rl.vision_pretrain import pretrained_view as v
+view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla-vision")  # "SIZE CAMERA", or empty
     if [ "$PRM_IMAGE_SIZE" != "$VLA_IMAGE_SIZE" ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ] \
-        || { [ "$vla_tower" != None ] && [ "$vla_tower" != "($PRM_IMAGE_SIZE, '$PRM_CAMERA')" ]; }; then
+        || { [ -n "$vla_tower" ] && [ "$vla_tower" != "$PRM_IMAGE_SIZE $PRM_CAMERA" ]; }; then
         PRM_INIT="$WORK/prm-vision"
         echo "[prm 2/4] PRM initialisation: untrained $PRM_PRESET checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
             "on the $PRM_CAMERA camera's frames ($VISION_STEPS steps)"
         pretrained_tower "$PRM_PRESET" "$PRM_IMAGE_SIZE" "$PRM_CAMERA" prm
-    elif [ "$vla_tower" != None ]; then
+    elif [ -n "$vla_tower" ]; then
         echo "[prm 2/4] PRM initialisation: the vision-pretrained checkpoint of the vla stage ($WORK/vla-vision," \
             "$PRM_IMAGE_SIZE-px $PRM_CAMERA frames)"
     else

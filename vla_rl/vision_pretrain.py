@@ -41,6 +41,7 @@ from vla_rl.cli import require_at_least, require_positive
 OBJECTS = (*COLOUR_NAMES, "gripper")  # what each token reports on, in this order
 GRIPPER_BODIES = ("hand", "finger_left", "finger_right")
 POSITION_SCALE = 0.15  # metres per unit of the regression targets
+SUMMARY_FILE = "vision_pretrain.json"  # written beside the checkpoint: its config and held-out metrics
 
 
 @dataclass
@@ -331,7 +332,7 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
             if os.path.isfile(source) and not name.endswith(".safetensors"):
                 shutil.copy2(source, os.path.join(tmp, name))
         model.save_pretrained(tmp)
-        with open(os.path.join(tmp, "vision_pretrain.json"), "w") as f:
+        with open(os.path.join(tmp, SUMMARY_FILE), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
 
@@ -339,7 +340,7 @@ def pretrain_vision(config: VisionPretrainConfig, progress: bool = True) -> dict
 def pretrained_view(path: str) -> tuple[int, str] | None:
     """(frame side, camera) the vision tower of checkpoint ``path`` was pretrained on, or None
     where ``path`` holds no ``vision_pretrain.json``."""
-    summary = os.path.join(path, "vision_pretrain.json")
+    summary = os.path.join(path, SUMMARY_FILE)
     if not os.path.isfile(summary):
         return None
     with open(summary) as f:
