@@ -54,6 +54,14 @@ def task_name(env_id: str) -> str:
     return env_id
 
 
+def task_class(name: str) -> type:
+    """The env class of a built-in task (short name or id), imported without making an env."""
+    import importlib
+
+    module, _, attribute = TASKS[task_name(task_id(name))][1].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def make_vector_env(task: str, num_envs: int, asynchronous: bool = True, context: str = "spawn", **env_kwargs):
     """A Gymnasium vector env of ``num_envs`` copies of a task (short name or id).
 

@@ -94,11 +94,15 @@ class ReachEnv(_BlockTask):
         pos = self.target_block_pos if block is None else self.blocks.pos(block)
         return pos + np.array([0.0, 0.0, BLOCK_HALF + 0.01])
 
+    def goal_distance(self) -> float:
+        """How far the TCP is from :meth:`goal`; success is this under ``tolerance``."""
+        return float(np.linalg.norm(self.tcp_pos - self.goal()))
+
     def _on_reset(self):
-        self._start = float(np.linalg.norm(self.tcp_pos - self.goal()))
+        self._start = self.goal_distance()
 
     def _evaluate(self):
-        distance = float(np.linalg.norm(self.tcp_pos - self.goal()))
+        distance = self.goal_distance()
         if distance < self.tolerance:
             return True, 1.0
         return False, PROGRESS_CAP * approach(distance, self._start, self.tolerance)
@@ -168,6 +172,11 @@ class PushEnv(_BlockTask):
         block_to_pad = float(np.linalg.norm(self.target_block_pos[:2] - self.target_pad_pos[:2]))
         tcp_to_pusher = float(np.linalg.norm(self.tcp_pos - self.pusher_point(self._start_direction)))
         return block_to_pad, tcp_to_pusher
+
+    def goal_distance(self) -> float:
+        """How far the named block's centre is from the named pad's (horizontally); success is
+        this under ``tolerance`` with the block on the table."""
+        return self._distances()[0]
 
     def _on_reset(self):
         self._start_direction = self.push_direction()

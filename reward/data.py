@@ -16,7 +16,9 @@ Two generation methods (the PRM recipe of the reference systems):
   executed with action noise drawn from ``--noise_levels`` (failures), and for a
   ``--decoy_fraction`` of episodes aimed at another block than the named one (near-misses
   that only the instruction tells apart; with ``--decoy_destinations True`` also the named block
-  taken to another pad or tray). ``--post_success_frames`` more frames are recorded after success
+  taken to another pad or tray); a ``--short_stop_fraction`` of episodes stops just short of
+  success (within ``--short_stop_margin`` of the task's tolerance) and holds still: near misses
+  that look almost completed (reach and push). ``--post_success_frames`` more frames are recorded after success
   while the task stays completed, so that "completed" frames are not only the single terminal
   frame: the arm holds still, or with ``--post_success_motion retreat`` (``mixed``: half the
   episodes) rises and backs away, so that completion cannot be read from where the gripper is
@@ -76,6 +78,8 @@ class DataConfig:
     post_success_frames: int = 8
     post_success_motion: str = "hold"
     decoy_destinations: bool = False
+    short_stop_fraction: float = 0.0
+    short_stop_margin: float = 0.03
     step_frames: int = 5
     max_env_length: int = 0
     image_size: int = 56
@@ -106,6 +110,11 @@ class DataConfig:
                 f"--post_success_motion must be one of {', '.join(POST_SUCCESS_MOTIONS)}, "
                 f"got {self.post_success_motion!r}",
             ),
+            (
+                0 <= self.short_stop_fraction <= 1,
+                f"--short_stop_fraction must be in [0, 1], got {self.short_stop_fraction}",
+            ),
+            (self.short_stop_margin > 0, f"--short_stop_margin must be > 0 metres, got {self.short_stop_margin}"),
             (self.step_frames >= 1, f"--step_frames must be >= 1, got {self.step_frames}"),
             (self.max_env_length >= 0, f"--max_env_length must be >= 0, got {self.max_env_length}"),
             (16 <= self.image_size <= 256, f"--image_size must be in 16..256, got {self.image_size}"),
@@ -116,6 +125,13 @@ class DataConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message + ".")
+        if self.method == "expert" and self.short_stop_fraction > 0:
+            unable = [t for t in self.tasks if not hasattr(envs.task_class(t), "goal_distance")]
+            if unable:
+                raise ValueError(
+                    f"--short_stop_fraction needs tasks whose success is a goal distance (reach, push); "
+                    f"{', '.join(unable)} has none: leave it out of --tasks or set --short_stop_fraction 0."
+                )
         if self.method == "policy":
             if not self.vla_path:
                 raise ValueError("--method policy needs --vla_path (the policy that generates the rollouts).")
@@ -334,6 +350,20 @@ def parse_args(argv: list[str] | None = None) -> DataConfig:
         type=str2bool,
         default=d.decoy_destinations,
         help="decoy episodes may also take the named block to another pad or tray (push, pick_place)",
+    )
+    p.add_argument(
+        "--short_stop_fraction",
+        type=float,
+        default=d.short_stop_fraction,
+        help="share of expert episodes that stop just short of success and hold still for "
+        "--post_success_frames frames: near misses whose last frames look almost completed (reach, push)",
+    )
+    p.add_argument(
+        "--short_stop_margin",
+        type=float,
+        default=d.short_stop_margin,
+        help="metres: a short stop happens once the goal distance is under the task's tolerance plus a "
+        "uniform draw from [0, MARGIN]",
     )
     p.add_argument("--step_frames", type=int, default=d.step_frames, help="frames per step for the HE/SE step rewards")
     p.add_argument(

@@ -102,6 +102,8 @@ def expert_episode(
     max_steps: int = 0,
     post_success_motion: str = "hold",
     decoy_destinations: bool = False,
+    stop_short: float | None = None,
+    short_stop_band: float = 0.03,
 ) -> GeneratedEpisode:
     """One (perturbed) expert episode of at most ``max_steps`` actions (0: the task's limit).
 
@@ -109,7 +111,14 @@ def expert_episode(
     the arm holding still (``"hold"``), rising and backing away (``"retreat"``), or one of the
     two drawn per episode (``"mixed"``); in tasks whose success needs the gripper (reach) it
     holds. A ``decoy_fraction`` of episodes is aimed at another block (with
-    ``decoy_destinations``, also: the named block to another pad or tray)."""
+    ``decoy_destinations``, also: the named block to another pad or tray).
+
+    With ``stop_short`` (metres; tasks with ``goal_distance()``), the expert stops as soon as
+    the task's goal distance is under it — or, within ``short_stop_band`` of the tolerance,
+    when one more step at the pace of the last would complete the task — and holds still for
+    ``post_success`` more frames: a near miss whose last frames look almost completed (the
+    block partly on its pad, the fingertips just above the block). The labels stay the
+    simulator's: a block that slides on into success counts as completed there."""
     if post_success_motion not in POST_SUCCESS_MOTIONS:
         raise ValueError(f"post_success_motion must be one of {POST_SUCCESS_MOTIONS}, got {post_success_motion!r}")
     from envs.demos import colour_positions
@@ -126,9 +135,17 @@ def expert_episode(
     success, progress = [info[keys.SUCCESS]], [info[keys.PROGRESS]]
     limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200)
     steps, after = 0, None  # after: frames recorded since success
+    stopped = None  # frames recorded since the expert stopped short
+    last_distance, stop_band = np.inf, getattr(env.unwrapped, "tolerance", 0.0) + short_stop_band
     action = np.zeros(7, np.float32)
     while True:
-        if after is None:
+        if stop_short is not None and after is None and stopped is None:
+            distance = env.unwrapped.goal_distance()
+            # stop under the drawn distance, or (within the band) before a step at this pace would complete
+            ahead = 2 * distance - last_distance < env.unwrapped.tolerance and distance < stop_band
+            stopped = 0 if distance < stop_short or ahead else None
+            last_distance = distance
+        if after is None and stopped is None:
             action = expert_action(expert, env, decoy)
         elif backs_away:
             direction = retreat_direction(env, decoy_rng) if direction is None else direction
@@ -153,7 +170,13 @@ def expert_episode(
             after = 0
         elif after is not None:
             after += 1
-        if (after is not None and after >= post_success) or (after is None and steps >= limit):
+        elif stopped is not None:
+            stopped += 1
+        if (
+            (after is not None and after >= post_success)
+            or (after is None and stopped is not None and stopped >= post_success)
+            or (after is None and steps >= limit)
+        ):
             break
     noise = f"noise{expert.action_noise:g}"
     return GeneratedEpisode(
@@ -164,7 +187,10 @@ def expert_episode(
         task=env.spec.id,
         instruction=info[keys.INSTRUCTION],
         seed=seed,
-        source=f"expert-{noise}" + ("-decoy" if decoy else "") + ("-retreat" if backs_away and after else ""),
+        source=f"expert-{noise}"
+        + ("-decoy" if decoy else "")
+        + ("-short" if stopped is not None else "")
+        + ("-retreat" if backs_away and after else ""),
         colour_positions=np.stack(colours) if coloured else None,
     )
 
@@ -178,10 +204,15 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
     env = gym.make(envs.task_id(task), image_size=config.image_size, camera=config.camera)
     rng = np.random.default_rng([config.seed, len(task)])
     experts = {n: make_expert(env, action_noise=n, seed=config.seed) for n in config.noise_levels}
+    tolerance = getattr(env.unwrapped, "tolerance", 0.0)
     episodes = []
     try:
         for seed in seeds:
             expert = experts[config.noise_levels[int(rng.integers(len(config.noise_levels)))]]
+            stop_short = None
+            if config.short_stop_fraction > 0:  # drawn only then: the other datasets keep their draws
+                stop_short, short = tolerance + config.short_stop_margin * rng.random(), rng.random()
+                stop_short = stop_short if short < config.short_stop_fraction else None
             episodes.append(
                 expert_episode(
                     env,
@@ -193,6 +224,8 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
                     max_steps=config.max_env_length,
                     post_success_motion=config.post_success_motion,
                     decoy_destinations=config.decoy_destinations,
+                    stop_short=stop_short,
+                    short_stop_band=config.short_stop_margin,
                 )
             )
             bar.update(1)

@@ -133,6 +133,10 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--camera", "top"]) == 2
     assert "--camera must be one of front, wrist" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--short_stop_fraction", "1.5"]) == 2
+    assert "--short_stop_fraction must be in [0, 1]" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--tasks", "stack", "--short_stop_fraction", "0.5"]) == 2
+    assert "stack has none" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x")
 
 
@@ -187,6 +191,60 @@ def test_retreat_after_success_keeps_the_scene_completed_while_the_arm_leaves(tm
             assert heights == sorted(heights) and "retreat" in episode[0]["source"]
             rose += heights[-1] - heights[0] > 0.05
     assert rose >= 1  # at least one episode shows the finished scene with the gripper well above it
+
+
+def test_short_stops_end_just_outside_the_tolerance_and_hold_still(dataset, tmp_path):
+    """Near misses that look almost completed: the noiseless expert stops once the goal distance
+    is under tolerance + a draw from the margin, or one step before it would complete, and the
+    last frames show the arm held still."""
+    import gymnasium as gym
+
+    import envs
+
+    out = str(tmp_path / "short")
+    config = DataConfig(
+        out=out,
+        tasks=["reach", "push"],
+        num_samples=6,
+        image_size=32,
+        seed=3,
+        noise_levels=[0.0],
+        decoy_fraction=0.0,
+        short_stop_fraction=1.0,
+    )
+    generate(config, progress_bar=False)
+    rows = load_rows(out, "train") + load_rows(out, "validation")
+    stopped = 0
+    for episode in episodes_of(rows).values():
+        first = episode[0]
+        if first["episode_success"]:  # one step past the band, or a block sliding on: the labels say so
+            continue
+        assert "-short" in first["source"]
+        stopped += 1
+        env = gym.make(envs.task_id(first["task"]), image_size=16)
+        tolerance = env.unwrapped.tolerance
+        env.close()
+        held = episode[-config.post_success_frames :]
+        grippers = np.array([r["gripper"] for r in held])
+        assert np.abs(grippers - grippers[0]).max() < 0.01  # the arm holds still
+        assert all(r["completion"] == 0 for r in episode)
+        # the last frame is a near miss: nearly all progress, within tolerance + margin of the goal
+        assert 0.8 < held[-1]["progress"] < 1.0
+        if first["task"] == envs.task_id("push"):
+            from envs.scene import COLOUR_NAMES
+
+            block, pad = first["instruction"].split("push the ")[1].split(" target")[0].split(" block onto the ")
+            positions = np.array(held[-1]["colour_positions"][COLOUR_NAMES.index(block)][:2])
+            pad_xy = np.array(held[-1]["colour_positions"][COLOUR_NAMES.index(pad)][:2])
+            assert tolerance <= np.linalg.norm(positions - pad_xy) < tolerance + config.short_stop_margin + 0.01
+    assert stopped >= 8  # most of the 12 episodes stop short
+    # without short stops, the draws (and so the episodes) are the default dataset's
+    plain = load_rows(dataset, "train")
+    again = str(tmp_path / "again")
+    generate(DataConfig(out=again, tasks=["reach", "push"], num_samples=6, image_size=32, seed=3), progress_bar=False)
+    assert [(r["seed"], r["source"], r["completion"]) for r in load_rows(again, "train")] == [
+        (r["seed"], r["source"], r["completion"]) for r in plain
+    ]
 
 
 def test_decoys_may_take_the_named_block_to_another_destination():
