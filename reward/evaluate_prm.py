@@ -13,9 +13,12 @@ are an error unless ``--allow_seed_overlap True``.
 
 Frames are called completed at ``--threshold``; by default at the decision threshold recorded in
 the PRM's ``prm_config.json`` (``reward.train_prm`` tunes it for the best F1 on its validation
-split), else 0.5. ``--save_threshold True`` tunes it here instead, on the given frames, and
-records it in ``prm_config.json``; that is refused unless the frames are the PRM's own
-validation episodes, so a threshold is never fitted to held-out data. Scores are averaged over
+split), else 0.5. ``--save_threshold True`` tunes it here instead, on the given frames, together
+with the causal score window (1..``--max_score_window``; at ``--score_window`` when given), and
+records both in ``prm_config.json``. The frames must be the PRM's own validation episodes, or a
+calibration set: episodes of none of its recorded seeds, whose seeds are then recorded with the
+threshold (``decision_threshold_seeds``) and refused as evaluation data afterwards like training
+seeds — so a threshold is never fitted to the data it is reported on. Scores are averaged over
 the causal window recorded with that threshold (``score_window``: each frame with the episode's
 frames before it, as the PRM rewards of a rollout are; ``--score_window`` overrides it, 1 scores
 every frame alone); the report gives the frame metrics of the unaveraged scores too.
@@ -70,39 +73,60 @@ def decision_threshold(args) -> tuple[float, str]:
     return 0.5, "default"
 
 
-def check_tunable(args, eval_seeds: dict) -> None:
-    """``--save_threshold`` only on the PRM's own validation episodes (never held-out data)."""
-    import envs
+def threshold_seeds(name: str, adapter: str | None) -> dict:
+    """``{task: [seeds]}`` of the calibration set the PRM's threshold was tuned on, if any."""
+    from reward.qwen_prm import THRESHOLD_SEEDS, trained_prm_config
 
+    if name in BUILTIN_PRMS:
+        return {}
+    return trained_prm_config(adapter, name).get(THRESHOLD_SEEDS, {})
+
+
+def check_tunable(args, eval_seeds: dict) -> bool:
+    """``--save_threshold`` only on the PRM's own validation episodes, or on a calibration set that
+    shares no seed with its training dataset (never half of each). Returns whether the frames
+    are a calibration set (whose seeds are then recorded with the threshold)."""
     if args.prm_model_name_or_path in BUILTIN_PRMS:
         raise ValueError(f"--save_threshold needs a trained PRM, not the built-in {args.prm_model_name_or_path!r}.")
     if args.threshold is not None:
         raise ValueError("--save_threshold tunes the threshold; leave --threshold out.")
     validation = recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "validation")
-    allowed = {envs.task_id(task): set(seeds) for task, seeds in validation.items()}
-    outside = {
-        task: sorted(set(seeds) - allowed.get(envs.task_id(task), set()))[:5]
-        for task, seeds in eval_seeds.items()
-        if set(seeds) - allowed.get(envs.task_id(task), set())
-    }
-    if outside:
-        raise ValueError(
-            f"--save_threshold: these frames are not the PRM's validation episodes (seeds outside them: {outside}); "
-            "tune on --data <its training dataset> --split validation, and evaluate on held-out data afterwards."
-        )
+    if not seed_overlap(eval_seeds, validation, complement=True):
+        return False  # every frame is a validation episode
+    if not seed_overlap(eval_seeds, validation):
+        return True  # no frame is (nor a training one: checked before)
+    outside = {task: seeds[:5] for task, seeds in seed_overlap(eval_seeds, validation, complement=True).items()}
+    raise ValueError(
+        f"--save_threshold: these frames are partly the PRM's validation episodes and partly not (seeds outside "
+        f"them: {outside}); tune on --data <its training dataset> --split validation, or on a calibration set "
+        "built with another --seed (python -m reward.data), and evaluate on held-out data afterwards."
+    )
 
 
-def seed_overlap(eval_seeds: dict, train_seeds: dict) -> dict:
-    """``{task: sorted common seeds}`` for tasks that share seeds (tasks by env id or name)."""
+def seed_overlap(eval_seeds: dict, train_seeds: dict, complement: bool = False) -> dict:
+    """``{task: sorted common seeds}`` for tasks that share seeds (tasks by env id or name); with
+    ``complement``, the evaluation seeds that are *not* among ``train_seeds``."""
     import envs
 
     train = {envs.task_id(task): set(seeds) for task, seeds in train_seeds.items()}
     overlap = {}
     for task, seeds in eval_seeds.items():
-        common = sorted(set(seeds) & train.get(envs.task_id(task), set()))
+        known = train.get(envs.task_id(task), set())
+        common = sorted(set(seeds) - known if complement else set(seeds) & known)
         if common:
             overlap[task] = common
     return overlap
+
+
+def merge_seeds(*seed_sets: dict) -> dict:
+    """The union of ``{task: [seeds]}`` dicts (tasks by env id)."""
+    import envs
+
+    merged: dict[str, set] = {}
+    for seeds in seed_sets:
+        for task, values in seeds.items():
+            merged.setdefault(envs.task_id(task), set()).update(values)
+    return {task: sorted(values) for task, values in merged.items()}
 
 
 def score_rows(prm, rows: list[dict], batch_size: int = 256) -> np.ndarray:
@@ -222,8 +246,16 @@ def evaluate(args) -> dict:
             f"evaluation seeds overlap the PRM's training seeds { ({k: v[:5] for k, v in overlap.items()}) }; build "
             "a held-out dataset with another --seed (python -m reward.data) or pass --allow_seed_overlap True."
         )
-    if args.save_threshold:
-        check_tunable(args, eval_seeds)
+    calibration = check_tunable(args, eval_seeds) if args.save_threshold else False
+    tuned_on = threshold_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path)
+    reused = {} if args.save_threshold else seed_overlap(eval_seeds, tuned_on)
+    if reused and not args.allow_seed_overlap:
+        raise ValueError(
+            f"evaluation seeds are episodes the PRM's decision threshold was tuned on "
+            f"{ ({k: v[:5] for k, v in reused.items()}) }; evaluate on a held-out dataset with another --seed "
+            "(python -m reward.data) or pass --allow_seed_overlap True."
+        )
+    overlap = merge_seeds(overlap, reused)
     check_camera(args)
     threshold, source = decision_threshold(args)
     prm = load_prm(args.prm_model_name_or_path, args.prm_checkpoint_path, args.batch_size)
@@ -234,13 +266,18 @@ def evaluate(args) -> dict:
     window = args.score_window or prm.score_window
     scores = windowed(raw, [episode_key(r) for r in rows], [r["frame"] for r in rows], window)
     if args.save_threshold:
-        from reward.prm_metrics import best_f1_threshold
+        from reward.prm_metrics import best_window_threshold
         from reward.qwen_prm import record_decision_threshold
 
-        threshold, f1 = best_f1_threshold(scores, labels)
+        windows = (args.score_window,) if args.score_window else tuple(range(1, args.max_score_window + 1))
+        window, threshold, f1 = best_window_threshold(
+            raw, labels, [episode_key(r) for r in rows], [r["frame"] for r in rows], windows
+        )
+        scores = windowed(raw, [episode_key(r) for r in rows], [r["frame"] for r in rows], window)
         directory = args.prm_checkpoint_path or args.prm_model_name_or_path
+        tuned_on = f"{args.split} split of {args.data}" + (" (a calibration set)" if calibration else "")
         path = record_decision_threshold(
-            directory, threshold, f1, f"{args.split} split of {args.data}", args.score_window or None
+            directory, threshold, f1, tuned_on, window, seeds=eval_seeds if calibration else {}
         )
         source = f"tuned here, recorded in {path}"
     report = {
@@ -255,7 +292,11 @@ def evaluate(args) -> dict:
         "threshold": threshold,
         "threshold_source": source,
         "score_window": window,
-        "score_window_source": "--score_window" if args.score_window else "the PRM's prm_config.json (1 if none)",
+        "score_window_source": "--score_window"
+        if args.score_window
+        else "tuned here with the threshold"
+        if args.save_threshold
+        else "the PRM's prm_config.json (1 if none)",
         **metrics_of(rows, scores, threshold, args.near_miss_progress),
         "per_task": {},
     }
@@ -300,8 +341,15 @@ def parse_args(argv: list[str] | None = None):
         "--save_threshold",
         type=str2bool,
         default=False,
-        help="tune the threshold for the best F1 on these frames (the PRM's validation episodes) and record it in "
-        "its prm_config.json",
+        help="tune the threshold (and score window) for the best F1 on these frames and record them in its "
+        "prm_config.json: the PRM's validation episodes, or a calibration set of none of its seeds (recorded with "
+        "it, and refused as evaluation data afterwards)",
+    )
+    p.add_argument(
+        "--max_score_window",
+        type=int,
+        default=4,
+        help="--save_threshold without --score_window: the causal score windows 1..N tried with the threshold",
     )
     p.add_argument(
         "--near_miss_progress", type=float, default=0.5, help="failed episodes with this progress are near misses"
@@ -322,6 +370,8 @@ def parse_args(argv: list[str] | None = None):
         p.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if not 0 <= args.score_window <= 64:
         p.error(f"--score_window must be 0 (the PRM's own) or 1..64, got {args.score_window}")
+    if not 1 <= args.max_score_window <= 16:
+        p.error(f"--max_score_window must be in 1..16, got {args.max_score_window}")
     return args
 
 

@@ -46,6 +46,9 @@ def trained_camera(trained: dict) -> str | None:
     return trained.get("camera") or keys.FRONT_CAMERA
 
 
+THRESHOLD_SEEDS = "decision_threshold_seeds"  # prm_config.json: the calibration episodes of the threshold
+
+
 def threshold_fields(threshold: float, f1: float, tuned_on: str, window: int | None = None) -> dict:
     """The ``prm_config.json`` fields of a decision threshold and the F1 it reached on ``tuned_on``
     (at a causal score ``window`` chosen with it, when one was)."""
@@ -58,15 +61,25 @@ def threshold_fields(threshold: float, f1: float, tuned_on: str, window: int | N
 
 
 def record_decision_threshold(
-    directory: str, threshold: float, f1: float, tuned_on: str, window: int | None = None
+    directory: str,
+    threshold: float,
+    f1: float,
+    tuned_on: str,
+    window: int | None = None,
+    seeds: dict | None = None,
 ) -> str:
     """Set the decision threshold fields (and the score window it was tuned at, when given) in
-    ``directory``'s ``prm_config.json``, atomically; the other fields are kept. Returns the file's path."""
+    ``directory``'s ``prm_config.json``, atomically; the other fields are kept. ``seeds``
+    (``{task: [seeds]}``) are the episodes of a calibration set it was tuned on, recorded as
+    ``decision_threshold_seeds`` so that no later evaluation counts them as held out. Returns the
+    file's path."""
     import json
 
     path = os.path.join(directory, PRM_CONFIG_FILE)
     config = trained_prm_config(directory)
     config.update(threshold_fields(threshold, f1, tuned_on, window))
+    if seeds is not None:
+        config[THRESHOLD_SEEDS] = seeds
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         json.dump(config, f, indent=1)

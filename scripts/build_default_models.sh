@@ -25,18 +25,24 @@
 #      it with reward.train_prm
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
 #      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
-#      permutation; the decision threshold and a causal score window of 1-4 frames are chosen
-#      for the best F1 on its validation episodes),
-#   3. evaluate it on the held-out datasets (frame F1 at its tuned threshold, value-order
+#      permutation),
+#   3. choose its decision threshold and a causal score window of 1-4 frames for the best F1 on a
+#      calibration set (PRM_CALIBRATION_EPISODES expert episodes per task from seeds of their own,
+#      recorded with the threshold so that no evaluation uses them),
+#   4. evaluate it on the held-out datasets (frame F1 at its tuned threshold, value-order
 #      correlation, ...; on the policy's rollouts, how many frames it calls completed) and
 #      install it only if it clears the install floor on the expert set: F1 >= PRM_MIN_F1
 #      (0.70) and value-order >= 0.80 (FORCE_INSTALL_PRM=1 installs it regardless). The
 #      project's target is F1 >= 0.90; the script reports whether the PRM meets it.
+# Stage "calibrate" (the installed PRM_OUT): steps 3 and 4 of stage "prm" for a PRM already built
+#   (the calibration and held-out sets rebuilt), installed atomically with its new threshold,
+#   window and held-out reports.
 # Each model is installed atomically. Deterministic under SEED. Wall times on a 2-core CPU
 # machine: see README ("The policy and the embedded models").
 #
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
+#   STAGES=calibrate bash scripts/build_default_models.sh      # re-choose the installed PRM's threshold and window
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
 #   VLA_CAMERA=front+wrist STAGES=vla VLA_OUT=data/vla-fw bash scripts/build_default_models.sh
 #                                                              # a policy that sees the front and the wrist view
@@ -45,7 +51,7 @@
 #   DEMOS=400 DAGGER_TASKS="reach push" STAGES=vla VLA_OUT=data/vla-strong \
 #       bash scripts/build_default_models.sh                   # a warm start near the ceiling on reach (bench/README.md)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
-#       PRM_POLICY_STATES=4 PRM_CAMERA=front PRM_IMAGE_SIZE=56 bash scripts/build_default_models.sh
+#       PRM_CALIBRATION_EPISODES=10 PRM_POLICY_STATES=4 PRM_CAMERA=front PRM_IMAGE_SIZE=56 bash scripts/build_default_models.sh
 #                                                              # quick smoke build (about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +75,7 @@ EVAL_EPISODES="${EVAL_EPISODES:-50}"
 THREADS="${THREADS:-}"                  # torch CPU threads per stage (empty: torch's default, one per core)
 VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
 PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
+PRM_CALIBRATION_EPISODES="${PRM_CALIBRATION_EPISODES:-250}"  # PRM: expert episodes per task that choose its threshold
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
 VLA_IMAGE_SIZE="${VLA_IMAGE_SIZE:-56}"   # VLA frame side (a multiple of 14; 7-px patches: 16 image tokens at 56 px, 64 at 112)
@@ -83,12 +90,14 @@ PRM_POLICY_STATES="${PRM_POLICY_STATES:-60}"  # PRM: initial states per task of 
 HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
 POLICY_SEED=500000                      # PRM policy-rollout states; held out: POLICY_HELDOUT_SEED
 POLICY_HELDOUT_SEED=2200000
+CALIBRATION_SEED=4000000                # the PRM's calibration set (threshold and score window)
 if [ ! -x "$PYTHON" ]; then
     echo "error: $PYTHON not found; run 'bash scripts/setup.sh' first." >&2
     exit 2
 fi
 for stage in $STAGES; do
-    case "$stage" in vla|prm) ;; *) echo "error: STAGES may hold 'vla' and 'prm', got '$stage'." >&2; exit 2 ;; esac
+    case "$stage" in vla|prm|calibrate) ;;
+        *) echo "error: STAGES may hold 'vla', 'prm' and 'calibrate', got '$stage'." >&2; exit 2 ;; esac
 done
 case "$PRM_PRESET" in vla-small|prm-small) ;;
     *) echo "error: PRM_PRESET must be vla-small (7-px patches) or prm-small (14-px patches), got '$PRM_PRESET'." >&2
@@ -157,12 +166,51 @@ elif [ -r /proc/loadavg ]; then
             "slower. Stop them, or set THREADS (THREADS=1 bash scripts/build_default_models.sh)." >&2
     fi
 fi
-if [[ " $STAGES " == *" prm "* && " $STAGES " != *" vla "* ]] && [ "$PRM_POLICY_STATES" -gt 0 ] \
-    && [ ! -f "$VLA_OUT/config.json" ]; then
+if [[ " $STAGES " == *" prm "* || " $STAGES " == *" calibrate "* ]] && [[ " $STAGES " != *" vla "* ]] \
+    && [ "$PRM_POLICY_STATES" -gt 0 ] && [ ! -f "$VLA_OUT/config.json" ]; then
     echo "error: the PRM's policy rollouts need the policy $VLA_OUT; build it (STAGES=\"vla prm\")," \
         "or set PRM_POLICY_STATES=0." >&2
     exit 2
 fi
+if [[ " $STAGES " == *" calibrate "* && " $STAGES " != *" prm "* ]] && [ ! -f "$PRM_OUT/prm_config.json" ]; then
+    echo "error: STAGES=calibrate re-chooses the threshold of an installed PRM, and $PRM_OUT holds none" \
+        "(no prm_config.json); build it with STAGES=prm, or set PRM_OUT." >&2
+    exit 2
+fi
+if ! [[ "$PRM_CALIBRATION_EPISODES" =~ ^[1-9][0-9]*$ ]] || [ "$PRM_CALIBRATION_EPISODES" -lt 2 ]; then
+    echo "error: PRM_CALIBRATION_EPISODES must be a whole number >= 2 (expert episodes per task that choose the" \
+        "PRM's threshold), got '$PRM_CALIBRATION_EPISODES'." >&2
+    exit 2
+fi
+expert_set() {  # expert_set EPISODES SEED OUT: perturbed-expert episodes of the PRM's frames
+    "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples "$1" --seed "$2" \
+        --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" --out "$3" --overwrite
+}
+evaluation_sets() {  # the calibration set and the held-out sets (expert; the policy's rollouts when used)
+    expert_set "$PRM_CALIBRATION_EPISODES" "$CALIBRATION_SEED" "$WORK/prm-calibration"
+    expert_set $(( (PRM_EPISODES + 3) / 4 )) "$HELDOUT_SEED" "$WORK/prm-heldout"
+    if [ "$PRM_POLICY_STATES" -gt 0 ]; then
+        heldout_states=$(( (PRM_POLICY_STATES + 4) / 5 ))
+        policy_rollouts $(( heldout_states > 2 ? heldout_states : 2 )) "$POLICY_HELDOUT_SEED" "$WORK/prm-policy-heldout"
+    fi
+}
+calibrate_and_evaluate() {  # calibrate_and_evaluate DIR STEP: choose DIR's threshold and window, evaluate, record
+    echo "[$2] threshold and score window (1-4 frames) for the best F1 on the calibration set" \
+        "($PRM_CALIBRATION_EPISODES expert episodes per task, seeds $CALIBRATION_SEED+)"
+    "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$1" --data "$WORK/prm-calibration" --split all \
+        --save_threshold True --out "$WORK/prm-calibration-eval"
+    echo "[$2] held-out evaluation (the install floor: F1 >= $PRM_MIN_F1 and value-order >= 0.80; target F1 >= 0.90)"
+    "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$1" --data "$WORK/prm-heldout" --split all \
+        --out "$WORK/prm-eval"
+    cp "$WORK/prm-eval/prm_eval.json" "$1/heldout_eval.json"
+    rm -f "$1/policy_heldout_eval.json"
+    if [ "$PRM_POLICY_STATES" -gt 0 ]; then
+        echo "[$2] on the policy's held-out rollouts (few frames are completed: what matters is how many it calls so)"
+        "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$1" --data "$WORK/prm-policy-heldout" \
+            --split all --out "$WORK/prm-policy-eval"
+        cp "$WORK/prm-policy-eval/prm_eval.json" "$1/policy_heldout_eval.json"
+    fi
+}
 policy_rollouts() {  # policy_rollouts STATES SEED OUT: 4 rollouts per initial state of $VLA_OUT at T = 0.5
     "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS --num_samples "$1" \
         --num_rollouts 4 --band 0 1 --temperature 0.5 --seed "$2" --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" \
@@ -203,21 +251,16 @@ if [[ " $STAGES " == *" vla "* ]]; then
 fi
 if [[ " $STAGES " == *" prm "* ]]; then
     prm_start=$(date +%s)
-    echo "[prm 1/4] PRM datasets: $PRM_EPISODES perturbed-expert episodes per task at $PRM_IMAGE_SIZE px from the" \
-        "$PRM_CAMERA camera, and a held-out set"
-    "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples "$PRM_EPISODES" --seed "$SEED" \
-        --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" --out "$WORK/prm-data" --overwrite
-    "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples $(( (PRM_EPISODES + 3) / 4 )) \
-        --seed "$HELDOUT_SEED" --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" --out "$WORK/prm-heldout" --overwrite
+    echo "[prm 1/5] PRM datasets: $PRM_EPISODES perturbed-expert episodes per task at $PRM_IMAGE_SIZE px from the" \
+        "$PRM_CAMERA camera (with PRM_POLICY_STATES > 0: the policy's own rollouts, $PRM_POLICY_STATES initial" \
+        "states per task, 4 rollouts each of $VLA_OUT at T = 0.5), a calibration set and held-out sets"
+    expert_set "$PRM_EPISODES" "$SEED" "$WORK/prm-data"
     PRM_DATA=("$WORK/prm-data")
     if [ "$PRM_POLICY_STATES" -gt 0 ]; then
-        echo "[prm 1/4] the policy's own rollouts: $PRM_POLICY_STATES initial states per task, 4 rollouts each of" \
-            "$VLA_OUT at T = 0.5, labelled by the simulator, and a held-out set"
         policy_rollouts "$PRM_POLICY_STATES" "$POLICY_SEED" "$WORK/prm-policy"
-        heldout_states=$(( (PRM_POLICY_STATES + 4) / 5 ))
-        policy_rollouts $(( heldout_states > 2 ? heldout_states : 2 )) "$POLICY_HELDOUT_SEED" "$WORK/prm-policy-heldout"
         PRM_DATA+=("$WORK/prm-policy")
     fi
+    evaluation_sets
     PRM_INIT="$WORK/vla-vision"
     # the vla stage's tower serves only if it was pretrained on the PRM's frames (an earlier build
     # in this WORK may have used another VLA_IMAGE_SIZE or VLA_CAMERA)
@@ -226,40 +269,28 @@ view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla
     if [ "$PRM_IMAGE_SIZE" != "$VLA_IMAGE_SIZE" ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ] \
         || { [ -n "$vla_tower" ] && [ "$vla_tower" != "$PRM_IMAGE_SIZE $PRM_CAMERA" ]; }; then
         PRM_INIT="$WORK/prm-vision"
-        echo "[prm 2/4] PRM initialisation: untrained $PRM_PRESET checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
+        echo "[prm 2/5] PRM initialisation: untrained $PRM_PRESET checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
             "on the $PRM_CAMERA camera's frames ($VISION_STEPS steps)"
         pretrained_tower "$PRM_PRESET" "$PRM_IMAGE_SIZE" "$PRM_CAMERA" prm
     elif [ -n "$vla_tower" ]; then
-        echo "[prm 2/4] PRM initialisation: the vision-pretrained checkpoint of the vla stage ($WORK/vla-vision," \
+        echo "[prm 2/5] PRM initialisation: the vision-pretrained checkpoint of the vla stage ($WORK/vla-vision," \
             "$PRM_IMAGE_SIZE-px $PRM_CAMERA frames)"
     else
-        echo "[prm 2/4] PRM initialisation: untrained vla-small checkpoint + vision pretraining ($VISION_STEPS steps)"
+        echo "[prm 2/5] PRM initialisation: untrained vla-small checkpoint + vision pretraining ($VISION_STEPS steps)"
         pretrained_tower vla-small "$VLA_IMAGE_SIZE" "$VLA_CAMERA" vla
     fi
-    echo "[prm 3/4] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
+    echo "[prm 3/5] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
         "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
     "$PYTHON" -m reward.train_prm --data "${PRM_DATA[@]}" --model_name_or_path "$PRM_INIT" \
         --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
         --grounding_weight 1 --relation_weight "$PRM_RELATION_WEIGHT" --colour_permutation "$PRM_COLOUR_PERMUTATION" \
         --eval_steps 1000 --save_steps 1000 \
         --logging_steps 100 --seed "$SEED" --overwrite
-    echo "[prm 4/4] held-out evaluation; installed as $PRM_OUT only if F1 >= $PRM_MIN_F1 and value-order >= 0.80" \
-        "(target F1 >= 0.90)"
-    "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
-        --data "$WORK/prm-heldout" --split all --out "$WORK/prm-eval"
-    if [ "$PRM_POLICY_STATES" -gt 0 ]; then
-        echo "[prm 4/4] on the policy's held-out rollouts (few frames are completed: what matters is how many it calls so)"
-        "$PYTHON" -m reward.evaluate_prm --prm_model_name_or_path "$WORK/prm-run/final_checkpoint" \
-            --data "$WORK/prm-policy-heldout" --split all --out "$WORK/prm-policy-eval"
-    fi
+    calibrate_and_evaluate "$WORK/prm-run/final_checkpoint" "prm 4-5/5"
     if "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); f1 = r['frame']['f1']; \
 print(f'held-out F1 {f1:.3f} at threshold {r[\"threshold\"]:.2f}:', 'meets' if f1 >= 0.9 else 'misses', 'the 0.90 target'); \
 sys.exit(0 if f1 >= float(sys.argv[2]) and r['episode']['value_order_correlation'] >= 0.8 else 1)" \
         "$WORK/prm-eval/prm_eval.json" "$PRM_MIN_F1" || [ "${FORCE_INSTALL_PRM:-0}" = 1 ]; then
-        cp "$WORK/prm-eval/prm_eval.json" "$WORK/prm-run/final_checkpoint/heldout_eval.json"
-        if [ "$PRM_POLICY_STATES" -gt 0 ]; then
-            cp "$WORK/prm-policy-eval/prm_eval.json" "$WORK/prm-run/final_checkpoint/policy_heldout_eval.json"
-        fi
         install_model "$WORK/prm-run/final_checkpoint" "$PRM_OUT"
         echo "built $PRM_OUT in $(( $(date +%s) - prm_start )) s ($(du -sh "$PRM_OUT" | cut -f1))"
     else
@@ -267,5 +298,14 @@ sys.exit(0 if f1 >= float(sys.argv[2]) and r['episode']['value_order_correlation
         echo "use it explicitly with --prm_model_name_or_path $WORK/prm-run/final_checkpoint, or install it anyway" >&2
         echo "with FORCE_INSTALL_PRM=1." >&2
     fi
+fi
+if [[ " $STAGES " == *" calibrate "* ]]; then
+    calibrate_start=$(date +%s)
+    echo "[calibrate 1/2] the calibration set and held-out sets at $PRM_IMAGE_SIZE px from the $PRM_CAMERA camera"
+    evaluation_sets
+    rm -rf "$WORK/prm-recalibrated" && cp -r "$PRM_OUT" "$WORK/prm-recalibrated"
+    calibrate_and_evaluate "$WORK/prm-recalibrated" "calibrate 2/2"
+    install_model "$WORK/prm-recalibrated" "$PRM_OUT"
+    echo "calibrated $PRM_OUT in $(( $(date +%s) - calibrate_start )) s"
 fi
 echo "done in $(( $(date +%s) - start )) s"

@@ -17,6 +17,8 @@ range                       first seed     used by
 ``PRM_HELDOUT``             2,000,000      the PRM's held-out expert set
 ``PRM_POLICY_HELDOUT``      2,200,000      the PRM's held-out policy rollouts
 ``HELDOUT``                 3,000,000      vision pretraining's held-out frames, best-of-N
+``PRM_CALIBRATION``         4,000,000      the PRM's calibration set (its decision
+                                           threshold and score window)
 ``ROLLOUTS``                10,000,000     PPO/GRPO training rollouts (``trainer.rollout_seed``)
 ==========================  =============  ==============================================
 """
@@ -27,4 +29,5 @@ EVALUATION = 1_000_000
 PRM_HELDOUT = 2_000_000
 PRM_POLICY_HELDOUT = 2_200_000
 HELDOUT = 3_000_000
+PRM_CALIBRATION = 4_000_000
 ROLLOUTS = 10_000_000

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from reward.data import DataConfig, generate
@@ -89,7 +90,9 @@ def test_a_prm_of_another_camera_is_refused_before_scoring(heldout, tiny_qwen, t
     assert not (tmp_path / "e").exists()
 
 
-def test_threshold_is_tuned_only_on_the_prms_validation_episodes(heldout, tiny_qwen, tmp_path, capsys):
+def test_threshold_is_tuned_on_validation_episodes_or_a_calibration_set_never_half_of_each(
+    heldout, tiny_qwen, tmp_path, capsys
+):
     import shutil
     from pathlib import Path
 
@@ -98,9 +101,9 @@ def test_threshold_is_tuned_only_on_the_prms_validation_episodes(heldout, tiny_q
     seeds = json.loads((Path(heldout) / "meta.json").read_text())["seeds"]
     (model / "prm_config.json").write_text(json.dumps({"dataset_seeds": {"validation": seeds["validation"]}}))
     base = ["--prm_model_name_or_path", str(model), "--data", heldout]
-    # the train split is not the PRM's validation data: refused before anything is scored
+    # half validation episodes, half not: refused before anything is scored
     assert main(base + ["--split", "all", "--out", str(tmp_path / "x"), "--save_threshold", "True"]) == 2
-    assert "not the PRM's validation episodes" in capsys.readouterr().err
+    assert "partly the PRM's validation episodes and partly not" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     assert main(base + ["--split", "validation", "--out", str(tmp_path / "x"), "--save_threshold", "True",
                         "--threshold", "0.3"]) == 2  # fmt: skip
@@ -110,7 +113,9 @@ def test_threshold_is_tuned_only_on_the_prms_validation_episodes(heldout, tiny_q
     recorded = json.loads((model / "prm_config.json").read_text())
     tuned = json.loads((tmp_path / "t" / "prm_eval.json").read_text())
     assert recorded["dataset_seeds"] == {"validation": seeds["validation"]}  # the other fields are kept
+    assert recorded["decision_threshold_seeds"] == {}  # validation episodes: no calibration set
     assert 0.05 <= recorded["decision_threshold"] <= 0.95
+    assert tuned["score_window"] == recorded["score_window"] and 1 <= recorded["score_window"] <= 4
     assert tuned["threshold"] == recorded["decision_threshold"]
     assert tuned["frame"]["f1"] == pytest.approx(recorded["decision_threshold_validation_f1"])
     assert tuned["threshold_source"].startswith("tuned here")
@@ -121,3 +126,42 @@ def test_threshold_is_tuned_only_on_the_prms_validation_episodes(heldout, tiny_q
     assert main(base + ["--split", "train", "--out", str(tmp_path / "h"), "--threshold", "0.5"]) == 0
     report = json.loads((tmp_path / "h" / "prm_eval.json").read_text())
     assert (report["threshold"], report["threshold_source"]) == (0.5, "--threshold")
+
+
+def test_a_calibration_set_tunes_window_and_threshold_and_is_never_evaluated_on(heldout, tiny_qwen, tmp_path, capsys):
+    """Frames of none of the PRM's seeds calibrate it: the best (window, threshold) on them is
+    recorded with their seeds, and evaluating on those episodes afterwards is refused."""
+    import shutil
+    from pathlib import Path
+
+    from reward.dataset import SPLITS, episode_key, load_rows
+    from reward.evaluate_prm import load_prm, score_rows
+    from reward.prm_metrics import best_f1_threshold, windowed
+
+    model = tmp_path / "prm"
+    shutil.copytree(tiny_qwen, model)
+    (model / "prm_config.json").write_text(json.dumps({"dataset_seeds": {"train": {"reach": [10**6]}}}))
+    base = ["--prm_model_name_or_path", str(model), "--data", heldout, "--split", "all"]
+    assert main(base + ["--out", str(tmp_path / "c"), "--save_threshold", "True", "--max_score_window", "3"]) == 0
+    recorded = json.loads((model / "prm_config.json").read_text())
+    report = json.loads((tmp_path / "c" / "prm_eval.json").read_text())
+    seeds = json.loads((Path(heldout) / "meta.json").read_text())["seeds"]
+    assert recorded["decision_threshold_seeds"] == report["evaluation_seeds"]
+    assert sum(map(len, recorded["decision_threshold_seeds"].values())) == sum(
+        len(v) for split in seeds.values() for v in split.values()
+    )
+    assert "calibration set" in recorded["decision_threshold_data"]
+    # the recorded pair is the best F1 over windows 1..3, recomputed here from the PRM's raw scores
+    rows = [r for split in SPLITS for r in load_rows(heldout, split)]
+    raw = score_rows(load_prm(str(model), None, 16), rows, 16)
+    labels = np.array([r["completion"] for r in rows], bool)
+    keys_, frames = [episode_key(r) for r in rows], [r["frame"] for r in rows]
+    best = max(best_f1_threshold(windowed(raw, keys_, frames, w), labels)[1] for w in (1, 2, 3))
+    assert recorded["decision_threshold_validation_f1"] == pytest.approx(best)
+    assert (report["score_window"], report["threshold"]) == (recorded["score_window"], recorded["decision_threshold"])
+    # those episodes are no longer held out for this PRM
+    assert main(base + ["--out", str(tmp_path / "e")]) == 2
+    assert "episodes the PRM's decision threshold was tuned on" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+    assert main(base + ["--out", str(tmp_path / "e"), "--allow_seed_overlap", "True"]) == 0
+    assert json.loads((tmp_path / "e" / "prm_eval.json").read_text())["seed_overlap"]

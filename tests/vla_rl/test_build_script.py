@@ -22,7 +22,12 @@ def run_build(tmp_path, **settings):
         ({"PRM_CAMERA": "top"}, "PRM_CAMERA must be front, wrist or front+wrist, got 'top'"),
         ({"VLA_IMAGE_SIZE": "100"}, "VLA_IMAGE_SIZE must be a frame side in pixels that is a multiple of 14"),
         ({"PRM_IMAGE_SIZE": "big"}, "PRM_IMAGE_SIZE must be a frame side in pixels that is a multiple of 14"),
-        ({"STAGES": "vla policy"}, "STAGES may hold 'vla' and 'prm', got 'policy'"),
+        ({"STAGES": "vla policy"}, "STAGES may hold 'vla', 'prm' and 'calibrate', got 'policy'"),
+        ({"PRM_CALIBRATION_EPISODES": "1"}, "PRM_CALIBRATION_EPISODES must be a whole number >= 2"),
+        (
+            {"STAGES": "calibrate", "PRM_OUT": "/nonexistent/prm", "PRM_POLICY_STATES": "0"},
+            "STAGES=calibrate re-chooses the threshold of an installed PRM, and /nonexistent/prm holds none",
+        ),
         ({"THREADS": "two"}, "THREADS must be a whole number >= 1"),
     ],
 )

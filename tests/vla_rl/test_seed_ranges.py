@@ -16,9 +16,10 @@ def test_the_build_script_uses_the_same_seed_ranges():
         "HELDOUT_SEED": seed_ranges.PRM_HELDOUT,
         "POLICY_SEED": seed_ranges.DAGGER,
         "POLICY_HELDOUT_SEED": seed_ranges.PRM_POLICY_HELDOUT,
+        "CALIBRATION_SEED": seed_ranges.PRM_CALIBRATION,
     }
 
 
 def test_the_ranges_are_at_least_200_000_apart():
     starts = sorted(value for name, value in vars(seed_ranges).items() if name.isupper() and isinstance(value, int))
-    assert len(starts) == 7 and all(b - a >= 200_000 for a, b in pairwise(starts))
+    assert len(starts) == 8 and all(b - a >= 200_000 for a, b in pairwise(starts))
