@@ -29,7 +29,8 @@
 #   3. choose its decision threshold and a causal score window of 1-4 frames for the best F1 on a
 #      calibration set (PRM_CALIBRATION_EPISODES expert episodes per task from seeds of their own,
 #      recorded with the threshold so that no evaluation uses them),
-#   4. evaluate it on the held-out datasets (frame F1 at its tuned threshold, value-order
+#   4. evaluate it on the held-out datasets (PRM_HELDOUT_EPISODES expert episodes per task, seeds
+#      2,000,000+: frame F1 at its tuned threshold, value-order
 #      correlation, ...; on the policy's rollouts, how many frames it calls completed) and
 #      install it only if it clears the install floor on the expert set: F1 >= PRM_MIN_F1
 #      (0.70) and value-order >= 0.80 (FORCE_INSTALL_PRM=1 installs it regardless). The
@@ -51,7 +52,7 @@
 #   DEMOS=400 DAGGER_TASKS="reach push" STAGES=vla VLA_OUT=data/vla-strong \
 #       bash scripts/build_default_models.sh                   # a warm start near the ceiling on reach (bench/README.md)
 #   SFT_STEPS=300 VISION_STEPS=200 DAGGER_ROUNDS=0 VISION_EPISODES=20 DEMOS=50 PRM_STEPS=200 PRM_EPISODES=20 \
-#       PRM_CALIBRATION_EPISODES=10 PRM_POLICY_STATES=4 PRM_CAMERA=front PRM_IMAGE_SIZE=56 bash scripts/build_default_models.sh
+#       PRM_CALIBRATION_EPISODES=10 PRM_HELDOUT_EPISODES=10 PRM_POLICY_STATES=4 PRM_CAMERA=front PRM_IMAGE_SIZE=56 bash scripts/build_default_models.sh
 #                                                              # quick smoke build (about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +75,8 @@ VLA_LOCALISATION_WEIGHT="${VLA_LOCALISATION_WEIGHT:-0}"  # VLA cloning: weight o
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
 THREADS="${THREADS:-}"                  # torch CPU threads per stage (empty: torch's default, one per core)
 VLA_OUT="${VLA_OUT:-assets/models/vla-small}"
-PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task (held out: a quarter)
+PRM_EPISODES="${PRM_EPISODES:-250}"     # PRM: expert episodes per task
+PRM_HELDOUT_EPISODES="${PRM_HELDOUT_EPISODES:-250}"  # PRM: held-out expert episodes per task (its reported F1)
 PRM_CALIBRATION_EPISODES="${PRM_CALIBRATION_EPISODES:-250}"  # PRM: expert episodes per task that choose its threshold
 PRM_STEPS="${PRM_STEPS:-3000}"
 PRM_OUT="${PRM_OUT:-assets/models/prm-small}"
@@ -177,18 +179,19 @@ if [[ " $STAGES " == *" calibrate "* && " $STAGES " != *" prm "* ]] && [ ! -f "$
         "(no prm_config.json); build it with STAGES=prm, or set PRM_OUT." >&2
     exit 2
 fi
-if ! [[ "$PRM_CALIBRATION_EPISODES" =~ ^[1-9][0-9]*$ ]] || [ "$PRM_CALIBRATION_EPISODES" -lt 2 ]; then
-    echo "error: PRM_CALIBRATION_EPISODES must be a whole number >= 2 (expert episodes per task that choose the" \
-        "PRM's threshold), got '$PRM_CALIBRATION_EPISODES'." >&2
-    exit 2
-fi
+for count in PRM_CALIBRATION_EPISODES PRM_HELDOUT_EPISODES; do
+    if ! [[ "${!count}" =~ ^[1-9][0-9]*$ ]] || [ "${!count}" -lt 2 ]; then
+        echo "error: $count must be a whole number >= 2 (expert episodes per task), got '${!count}'." >&2
+        exit 2
+    fi
+done
 expert_set() {  # expert_set EPISODES SEED OUT: perturbed-expert episodes of the PRM's frames
     "$PYTHON" -m reward.data --method expert --tasks $TASKS --num_samples "$1" --seed "$2" \
         --image_size "$PRM_IMAGE_SIZE" --camera "$PRM_CAMERA" --out "$3" --overwrite
 }
 evaluation_sets() {  # the calibration set and the held-out sets (expert; the policy's rollouts when used)
     expert_set "$PRM_CALIBRATION_EPISODES" "$CALIBRATION_SEED" "$WORK/prm-calibration"
-    expert_set $(( (PRM_EPISODES + 3) / 4 )) "$HELDOUT_SEED" "$WORK/prm-heldout"
+    expert_set "$PRM_HELDOUT_EPISODES" "$HELDOUT_SEED" "$WORK/prm-heldout"
     if [ "$PRM_POLICY_STATES" -gt 0 ]; then
         heldout_states=$(( (PRM_POLICY_STATES + 4) / 5 ))
         policy_rollouts $(( heldout_states > 2 ? heldout_states : 2 )) "$POLICY_HELDOUT_SEED" "$WORK/prm-policy-heldout"

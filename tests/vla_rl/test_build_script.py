@@ -24,6 +24,7 @@ def run_build(tmp_path, **settings):
         ({"PRM_IMAGE_SIZE": "big"}, "PRM_IMAGE_SIZE must be a frame side in pixels that is a multiple of 14"),
         ({"STAGES": "vla policy"}, "STAGES may hold 'vla', 'prm' and 'calibrate', got 'policy'"),
         ({"PRM_CALIBRATION_EPISODES": "1"}, "PRM_CALIBRATION_EPISODES must be a whole number >= 2"),
+        ({"PRM_HELDOUT_EPISODES": "many"}, "PRM_HELDOUT_EPISODES must be a whole number >= 2"),
         (
             {"STAGES": "calibrate", "PRM_OUT": "/nonexistent/prm", "PRM_POLICY_STATES": "0"},
             "STAGES=calibrate re-chooses the threshold of an installed PRM, and /nonexistent/prm holds none",
