@@ -165,18 +165,17 @@ def test_wrist_camera_frames_are_the_eye_in_hand_view_of_the_same_episodes(datas
     np.testing.assert_array_equal(load_image(row["image_path"]), first)
 
 
+def noiseless_config(out: str, **options) -> DataConfig:
+    """Six noiseless, decoy-free expert episodes per task (reach, push) of 32-px frames."""
+    return DataConfig(
+        out=out, tasks=["reach", "push"], num_samples=6, image_size=32, seed=3, noise_levels=[0.0], decoy_fraction=0.0,
+        **options,
+    )  # fmt: skip
+
+
 def test_retreat_after_success_keeps_the_scene_completed_while_the_arm_leaves(tmp_path):
     out = str(tmp_path / "retreat")
-    config = DataConfig(
-        out=out,
-        tasks=["reach", "push"],
-        num_samples=6,
-        image_size=32,
-        seed=3,
-        noise_levels=[0.0],
-        decoy_fraction=0.0,
-        post_success_motion="retreat",
-    )
+    config = noiseless_config(out, post_success_motion="retreat")
     generate(config, progress_bar=False)
     rows = load_rows(out, "train") + load_rows(out, "validation")
     rose = 0
@@ -202,16 +201,7 @@ def test_short_stops_end_just_outside_the_tolerance_and_hold_still(dataset, tmp_
     import envs
 
     out = str(tmp_path / "short")
-    config = DataConfig(
-        out=out,
-        tasks=["reach", "push"],
-        num_samples=6,
-        image_size=32,
-        seed=3,
-        noise_levels=[0.0],
-        decoy_fraction=0.0,
-        short_stop_fraction=1.0,
-    )
+    config = noiseless_config(out, short_stop_fraction=1.0)
     generate(config, progress_bar=False)
     rows = load_rows(out, "train") + load_rows(out, "validation")
     stopped = 0
