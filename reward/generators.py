@@ -147,7 +147,7 @@ def expert_episode(
             last_distance = distance
         if after is None and stopped is None:
             action = expert_action(expert, env, decoy)
-        elif backs_away:
+        elif backs_away and after is not None:  # a short stop holds still
             direction = retreat_direction(env, decoy_rng) if direction is None else direction
             action = retreat(action, direction)
         else:

@@ -201,7 +201,7 @@ def test_short_stops_end_just_outside_the_tolerance_and_hold_still(dataset, tmp_
     import envs
 
     out = str(tmp_path / "short")
-    config = noiseless_config(out, short_stop_fraction=1.0)
+    config = noiseless_config(out, short_stop_fraction=1.0, post_success_motion="retreat")  # a stop still holds
     generate(config, progress_bar=False)
     rows = load_rows(out, "train") + load_rows(out, "validation")
     stopped = 0
