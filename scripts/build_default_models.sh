@@ -44,6 +44,8 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   STAGES=calibrate bash scripts/build_default_models.sh      # re-choose the installed PRM's threshold and window
+#   PRM_CONTINUE=assets/models/prm-small PRM_EPISODES=500 PRM_STEPS=1000 PRM_LEARNING_RATE=3e-4 STAGES=prm \
+#       bash scripts/build_default_models.sh                   # train the installed PRM on, on twice the expert data
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
 #   VLA_CAMERA=front+wrist STAGES=vla VLA_OUT=data/vla-fw bash scripts/build_default_models.sh
 #                                                              # a policy that sees the front and the wrist view
@@ -88,6 +90,8 @@ PRM_CAMERA="${PRM_CAMERA:-wrist}"       # PRM frames: wrist (eye in hand) | fron
 PRM_COLOUR_PERMUTATION="${PRM_COLOUR_PERMUTATION:-0.5}"  # fraction of PRM training frames recoloured (reward.augment)
 PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answer position (vla_rl.grounding)
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
+PRM_CONTINUE="${PRM_CONTINUE:-}"        # PRM: a trained PRM to train on from (empty: a vision-pretrained checkpoint)
+PRM_LEARNING_RATE="${PRM_LEARNING_RATE:-}"  # PRM training learning rate (empty: reward.train_prm's, 1e-3)
 PRM_POLICY_STATES="${PRM_POLICY_STATES:-60}"  # PRM: initial states per task of policy rollouts (0: expert data only)
 HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
 POLICY_SEED=500000                      # PRM policy-rollout states; held out: POLICY_HELDOUT_SEED
@@ -138,6 +142,14 @@ for task in $DAGGER_TASKS; do
         exit 2
     fi
 done
+if [ -n "$PRM_CONTINUE" ] && [ ! -f "$PRM_CONTINUE/prm_config.json" ]; then
+    echo "error: PRM_CONTINUE must name a trained PRM (a directory with prm_config.json), got '$PRM_CONTINUE'." >&2
+    exit 2
+fi
+if [ -n "$PRM_LEARNING_RATE" ] && ! [[ "$PRM_LEARNING_RATE" =~ ^[0-9]*[.]?[0-9]+([eE]-?[0-9]+)?$ ]]; then
+    echo "error: PRM_LEARNING_RATE must be a positive number (3e-4), got '$PRM_LEARNING_RATE'." >&2
+    exit 2
+fi
 if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]] || [ "$PRM_POLICY_STATES" -eq 1 ]; then
     echo "error: PRM_POLICY_STATES must be 0 (no policy rollouts) or a whole number >= 2 (each task needs a" \
         "training and a validation state), got '$PRM_POLICY_STATES'." >&2
@@ -265,11 +277,17 @@ if [[ " $STAGES " == *" prm "* ]]; then
     fi
     evaluation_sets
     PRM_INIT="$WORK/vla-vision"
+    if [ -n "$PRM_CONTINUE" ]; then
+        PRM_INIT="$PRM_CONTINUE"
+        echo "[prm 2/5] PRM initialisation: the trained PRM $PRM_CONTINUE (PRM_CONTINUE), trained on from there"
+    fi
     # the vla stage's tower serves only if it was pretrained on the PRM's frames (an earlier build
     # in this WORK may have used another VLA_IMAGE_SIZE or VLA_CAMERA)
     vla_tower=$("$PYTHON" -c 'import sys; from vla_rl.vision_pretrain import pretrained_view as v
 view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla-vision")  # "SIZE CAMERA", or empty
-    if [ "$PRM_IMAGE_SIZE" != "$VLA_IMAGE_SIZE" ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ] \
+    if [ -n "$PRM_CONTINUE" ]; then
+        :
+    elif [ "$PRM_IMAGE_SIZE" != "$VLA_IMAGE_SIZE" ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ] \
         || { [ -n "$vla_tower" ] && [ "$vla_tower" != "$PRM_IMAGE_SIZE $PRM_CAMERA" ]; }; then
         PRM_INIT="$WORK/prm-vision"
         echo "[prm 2/5] PRM initialisation: untrained $PRM_PRESET checkpoint + vision pretraining at $PRM_IMAGE_SIZE px" \
@@ -287,7 +305,7 @@ view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla
     "$PYTHON" -m reward.train_prm --data "${PRM_DATA[@]}" --model_name_or_path "$PRM_INIT" \
         --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
         --grounding_weight 1 --relation_weight "$PRM_RELATION_WEIGHT" --colour_permutation "$PRM_COLOUR_PERMUTATION" \
-        --eval_steps 1000 --save_steps 1000 \
+        --eval_steps 1000 --save_steps 1000 ${PRM_LEARNING_RATE:+--learning_rate "$PRM_LEARNING_RATE"} \
         --logging_steps 100 --seed "$SEED" --overwrite
     calibrate_and_evaluate "$WORK/prm-run/final_checkpoint" "prm 4-5/5"
     if "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); f1 = r['frame']['f1']; \

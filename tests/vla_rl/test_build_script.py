@@ -25,6 +25,8 @@ def run_build(tmp_path, **settings):
         ({"STAGES": "vla policy"}, "STAGES may hold 'vla', 'prm' and 'calibrate', got 'policy'"),
         ({"PRM_CALIBRATION_EPISODES": "1"}, "PRM_CALIBRATION_EPISODES must be a whole number >= 2"),
         ({"PRM_HELDOUT_EPISODES": "many"}, "PRM_HELDOUT_EPISODES must be a whole number >= 2"),
+        ({"PRM_CONTINUE": "/nonexistent/prm"}, "PRM_CONTINUE must name a trained PRM"),
+        ({"PRM_LEARNING_RATE": "fast"}, "PRM_LEARNING_RATE must be a positive number"),
         (
             {"STAGES": "calibrate", "PRM_OUT": "/nonexistent/prm", "PRM_POLICY_STATES": "0"},
             "STAGES=calibrate re-chooses the threshold of an installed PRM, and /nonexistent/prm holds none",
