@@ -90,11 +90,17 @@ def check_tunable(args, eval_seeds: dict) -> bool:
         raise ValueError(f"--save_threshold needs a trained PRM, not the built-in {args.prm_model_name_or_path!r}.")
     if args.threshold is not None:
         raise ValueError("--save_threshold tunes the threshold; leave --threshold out.")
+    trained = seed_overlap(eval_seeds, recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "train"))
+    if trained:  # even with --allow_seed_overlap: a threshold is never tuned on what the PRM learned from
+        raise ValueError(
+            f"--save_threshold: these frames include the PRM's training episodes "
+            f"{ ({k: v[:5] for k, v in trained.items()}) }; tune on its validation episodes or on a calibration set."
+        )
     validation = recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "validation")
     if not seed_overlap(eval_seeds, validation, complement=True):
         return False  # every frame is a validation episode
     if not seed_overlap(eval_seeds, validation):
-        return True  # no frame is (nor a training one: checked before)
+        return True  # no frame is, nor a training one
     outside = {task: seeds[:5] for task, seeds in seed_overlap(eval_seeds, validation, complement=True).items()}
     raise ValueError(
         f"--save_threshold: these frames are partly the PRM's validation episodes and partly not (seeds outside "

@@ -165,3 +165,10 @@ def test_a_calibration_set_tunes_window_and_threshold_and_is_never_evaluated_on(
     assert not (tmp_path / "e").exists()
     assert main(base + ["--out", str(tmp_path / "e"), "--allow_seed_overlap", "True"]) == 0
     assert json.loads((tmp_path / "e" / "prm_eval.json").read_text())["seed_overlap"]
+    # training episodes never calibrate, not even with the override
+    seeds_of = json.loads((Path(heldout) / "meta.json").read_text())["seeds"]["train"]
+    (model / "prm_config.json").write_text(json.dumps({"dataset_seeds": {"train": seeds_of}}))
+    tune = base + ["--out", str(tmp_path / "t"), "--save_threshold", "True", "--allow_seed_overlap", "True"]
+    assert main(tune) == 2
+    assert "include the PRM's training episodes" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
