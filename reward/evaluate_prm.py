@@ -82,26 +82,27 @@ def threshold_seeds(name: str, adapter: str | None) -> dict:
     return trained_prm_config(adapter, name).get(THRESHOLD_SEEDS, {})
 
 
-def check_tunable(args, eval_seeds: dict) -> bool:
+def check_tunable(args, eval_seeds: dict, trained: dict) -> bool:
     """``--save_threshold`` only on the PRM's own validation episodes, or on a calibration set that
-    shares no seed with its training dataset (never half of each). Returns whether the frames
-    are a calibration set (whose seeds are then recorded with the threshold)."""
+    shares no seed with its training dataset (never half of each); ``trained`` is the evaluation
+    seeds' overlap with its training seeds. Returns whether the frames are a calibration set
+    (whose seeds are then recorded with the threshold)."""
     if args.prm_model_name_or_path in BUILTIN_PRMS:
         raise ValueError(f"--save_threshold needs a trained PRM, not the built-in {args.prm_model_name_or_path!r}.")
     if args.threshold is not None:
         raise ValueError("--save_threshold tunes the threshold; leave --threshold out.")
-    trained = seed_overlap(eval_seeds, recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "train"))
     if trained:  # even with --allow_seed_overlap: a threshold is never tuned on what the PRM learned from
         raise ValueError(
             f"--save_threshold: these frames include the PRM's training episodes "
             f"{ ({k: v[:5] for k, v in trained.items()}) }; tune on its validation episodes or on a calibration set."
         )
     validation = recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "validation")
-    if not seed_overlap(eval_seeds, validation, complement=True):
+    outside = seed_overlap(eval_seeds, validation, complement=True)
+    if not outside:
         return False  # every frame is a validation episode
     if not seed_overlap(eval_seeds, validation):
         return True  # no frame is, nor a training one
-    outside = {task: seeds[:5] for task, seeds in seed_overlap(eval_seeds, validation, complement=True).items()}
+    outside = {task: seeds[:5] for task, seeds in outside.items()}
     raise ValueError(
         f"--save_threshold: these frames are partly the PRM's validation episodes and partly not (seeds outside "
         f"them: {outside}); tune on --data <its training dataset> --split validation, or on a calibration set "
@@ -252,9 +253,9 @@ def evaluate(args) -> dict:
             f"evaluation seeds overlap the PRM's training seeds { ({k: v[:5] for k, v in overlap.items()}) }; build "
             "a held-out dataset with another --seed (python -m reward.data) or pass --allow_seed_overlap True."
         )
-    calibration = check_tunable(args, eval_seeds) if args.save_threshold else False
-    tuned_on = threshold_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path)
-    reused = {} if args.save_threshold else seed_overlap(eval_seeds, tuned_on)
+    calibration = check_tunable(args, eval_seeds, overlap) if args.save_threshold else False
+    calibrated = threshold_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path)
+    reused = {} if args.save_threshold else seed_overlap(eval_seeds, calibrated)
     if reused and not args.allow_seed_overlap:
         raise ValueError(
             f"evaluation seeds are episodes the PRM's decision threshold was tuned on "
@@ -269,23 +270,21 @@ def evaluate(args) -> dict:
     raw = score_rows(prm, rows, args.batch_size)
     seconds = time.time() - started
     labels = np.array([r["completion"] for r in rows], bool)
+    episodes, frames = [episode_key(r) for r in rows], [r["frame"] for r in rows]
     window = args.score_window or prm.score_window
-    scores = windowed(raw, [episode_key(r) for r in rows], [r["frame"] for r in rows], window)
     if args.save_threshold:
         from reward.prm_metrics import best_window_threshold
         from reward.qwen_prm import record_decision_threshold
 
         windows = (args.score_window,) if args.score_window else tuple(range(1, args.max_score_window + 1))
-        window, threshold, f1 = best_window_threshold(
-            raw, labels, [episode_key(r) for r in rows], [r["frame"] for r in rows], windows
-        )
-        scores = windowed(raw, [episode_key(r) for r in rows], [r["frame"] for r in rows], window)
+        window, threshold, f1 = best_window_threshold(raw, labels, episodes, frames, windows)
         directory = args.prm_checkpoint_path or args.prm_model_name_or_path
         tuned_on = f"{args.split} split of {args.data}" + (" (a calibration set)" if calibration else "")
         path = record_decision_threshold(
             directory, threshold, f1, tuned_on, window, seeds=eval_seeds if calibration else {}
         )
         source = f"tuned here, recorded in {path}"
+    scores = windowed(raw, episodes, frames, window)
     report = {
         "prm": args.prm_model_name_or_path,
         "adapter": args.prm_checkpoint_path,

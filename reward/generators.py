@@ -136,13 +136,13 @@ def expert_episode(
     limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 200)
     steps, after = 0, None  # after: frames recorded since success
     stopped = None  # frames recorded since the expert stopped short
-    last_distance, stop_band = np.inf, getattr(env.unwrapped, "tolerance", 0.0) + short_stop_band
+    tolerance, last_distance = getattr(env.unwrapped, "tolerance", 0.0), np.inf
     action = np.zeros(7, np.float32)
     while True:
         if stop_short is not None and after is None and stopped is None:
             distance = env.unwrapped.goal_distance()
             # stop under the drawn distance, or (within the band) before a step at this pace would complete
-            ahead = 2 * distance - last_distance < env.unwrapped.tolerance and distance < stop_band
+            ahead = 2 * distance - last_distance < tolerance and distance < tolerance + short_stop_band
             stopped = 0 if distance < stop_short or ahead else None
             last_distance = distance
         if after is None and stopped is None:
@@ -211,8 +211,8 @@ def generate_expert(config, task: str, seeds: list[int], bar) -> list[GeneratedE
             expert = experts[config.noise_levels[int(rng.integers(len(config.noise_levels)))]]
             stop_short = None
             if config.short_stop_fraction > 0:  # drawn only then: the other datasets keep their draws
-                stop_short, short = tolerance + config.short_stop_margin * rng.random(), rng.random()
-                stop_short = stop_short if short < config.short_stop_fraction else None
+                distance, share = tolerance + config.short_stop_margin * rng.random(), rng.random()
+                stop_short = distance if share < config.short_stop_fraction else None
             episodes.append(
                 expert_episode(
                     env,

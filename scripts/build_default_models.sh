@@ -277,16 +277,16 @@ if [[ " $STAGES " == *" prm "* ]]; then
     fi
     evaluation_sets
     PRM_INIT="$WORK/vla-vision"
+    vla_tower=""
+    if [ -z "$PRM_CONTINUE" ]; then
+        # the vla stage's tower serves only if it was pretrained on the PRM's frames (an earlier build
+        # in this WORK may have used another VLA_IMAGE_SIZE or VLA_CAMERA)
+        vla_tower=$("$PYTHON" -c 'import sys; from vla_rl.vision_pretrain import pretrained_view as v
+view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla-vision")  # "SIZE CAMERA", or empty
+    fi
     if [ -n "$PRM_CONTINUE" ]; then
         PRM_INIT="$PRM_CONTINUE"
         echo "[prm 2/5] PRM initialisation: the trained PRM $PRM_CONTINUE (PRM_CONTINUE), trained on from there"
-    fi
-    # the vla stage's tower serves only if it was pretrained on the PRM's frames (an earlier build
-    # in this WORK may have used another VLA_IMAGE_SIZE or VLA_CAMERA)
-    vla_tower=$("$PYTHON" -c 'import sys; from vla_rl.vision_pretrain import pretrained_view as v
-view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla-vision")  # "SIZE CAMERA", or empty
-    if [ -n "$PRM_CONTINUE" ]; then
-        :
     elif [ "$PRM_IMAGE_SIZE" != "$VLA_IMAGE_SIZE" ] || [ "$PRM_CAMERA" != "$VLA_CAMERA" ] || [ "$PRM_PRESET" != vla-small ] \
         || { [ -n "$vla_tower" ] && [ "$vla_tower" != "$PRM_IMAGE_SIZE $PRM_CAMERA" ]; }; then
         PRM_INIT="$WORK/prm-vision"
