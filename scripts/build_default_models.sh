@@ -26,6 +26,8 @@
 #      (vision tower frozen, grounding loss, relation loss at the answer position with weight
 #      PRM_RELATION_WEIGHT, PRM_COLOUR_PERMUTATION of the frames recoloured by a random palette
 #      permutation),
+#      then train it on in PRM_ROUNDS rounds, each from the PRM before it, on a larger expert set
+#      (EPISODES:STEPS per round, at PRM_ROUND_LEARNING_RATE, with the same policy rollouts),
 #   3. choose its decision threshold and a causal score window of 1-4 frames for the best F1 on a
 #      calibration set (PRM_CALIBRATION_EPISODES expert episodes per task from seeds of their own,
 #      recorded with the threshold so that no evaluation uses them),
@@ -44,8 +46,9 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   STAGES=calibrate bash scripts/build_default_models.sh      # re-choose the installed PRM's threshold and window
-#   PRM_CONTINUE=assets/models/prm-small PRM_EPISODES=500 PRM_STEPS=1000 PRM_LEARNING_RATE=3e-4 STAGES=prm \
-#       bash scripts/build_default_models.sh                   # train the installed PRM on, on twice the expert data
+#   PRM_ROUNDS= STAGES=prm bash scripts/build_default_models.sh  # the PRM without its rounds (about an hour less)
+#   PRM_CONTINUE=assets/models/prm-small PRM_EPISODES=2000 PRM_STEPS=2000 PRM_LEARNING_RATE=3e-4 PRM_ROUNDS= STAGES=prm \
+#       bash scripts/build_default_models.sh                   # train the installed PRM on, on a larger expert set
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
 #   VLA_CAMERA=front+wrist STAGES=vla VLA_OUT=data/vla-fw bash scripts/build_default_models.sh
 #                                                              # a policy that sees the front and the wrist view
@@ -92,6 +95,8 @@ PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answ
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
 PRM_CONTINUE="${PRM_CONTINUE:-}"        # PRM: a trained PRM to train on from (empty: a vision-pretrained checkpoint)
 PRM_LEARNING_RATE="${PRM_LEARNING_RATE:-}"  # PRM training learning rate (empty: reward.train_prm's, 1e-3)
+PRM_ROUNDS="${PRM_ROUNDS-500:1000 1000:2000}"  # PRM: rounds trained on from the PRM before, "EPISODES:STEPS" each (empty: none)
+PRM_ROUND_LEARNING_RATE="${PRM_ROUND_LEARNING_RATE:-3e-4}"  # PRM: learning rate of those rounds
 PRM_POLICY_STATES="${PRM_POLICY_STATES:-60}"  # PRM: initial states per task of policy rollouts (0: expert data only)
 HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
 POLICY_SEED=500000                      # PRM policy-rollout states; held out: POLICY_HELDOUT_SEED
@@ -146,10 +151,12 @@ if [ -n "$PRM_CONTINUE" ] && [ ! -f "$PRM_CONTINUE/prm_config.json" ]; then
     echo "error: PRM_CONTINUE must name a trained PRM (a directory with prm_config.json), got '$PRM_CONTINUE'." >&2
     exit 2
 fi
-if [ -n "$PRM_LEARNING_RATE" ] && ! [[ "$PRM_LEARNING_RATE" =~ ^[0-9]*[.]?[0-9]+([eE]-?[0-9]+)?$ ]]; then
-    echo "error: PRM_LEARNING_RATE must be a positive number (3e-4), got '$PRM_LEARNING_RATE'." >&2
-    exit 2
-fi
+for rate in PRM_LEARNING_RATE PRM_ROUND_LEARNING_RATE; do
+    if [ -n "${!rate}" ] && ! [[ "${!rate}" =~ ^[0-9]*[.]?[0-9]+([eE]-?[0-9]+)?$ ]]; then
+        echo "error: $rate must be a positive number (3e-4), got '${!rate}'." >&2
+        exit 2
+    fi
+done
 if ! [[ "$PRM_POLICY_STATES" =~ ^[0-9]+$ ]] || [ "$PRM_POLICY_STATES" -eq 1 ]; then
     echo "error: PRM_POLICY_STATES must be 0 (no policy rollouts) or a whole number >= 2 (each task needs a" \
         "training and a validation state), got '$PRM_POLICY_STATES'." >&2
@@ -191,6 +198,13 @@ if [[ " $STAGES " == *" calibrate "* && " $STAGES " != *" prm "* ]] && [ ! -f "$
         "(no prm_config.json); build it with STAGES=prm, or set PRM_OUT." >&2
     exit 2
 fi
+for round in $PRM_ROUNDS; do
+    if ! [[ "$round" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]]; then
+        echo "error: PRM_ROUNDS takes rounds written EPISODES:STEPS (expert episodes per task, training steps)," \
+            "separated by spaces, e.g. PRM_ROUNDS=\"500:1000 1000:2000\" (empty: none); got '$round'." >&2
+        exit 2
+    fi
+done
 for count in PRM_CALIBRATION_EPISODES PRM_HELDOUT_EPISODES; do
     if ! [[ "${!count}" =~ ^[1-9][0-9]*$ ]] || [ "${!count}" -lt 2 ]; then
         echo "error: $count must be a whole number >= 2 (expert episodes per task), got '${!count}'." >&2
@@ -225,6 +239,15 @@ calibrate_and_evaluate() {  # calibrate_and_evaluate DIR STEP: choose DIR's thre
             --split all --out "$WORK/prm-policy-eval"
         cp "$WORK/prm-policy-eval/prm_eval.json" "$1/policy_heldout_eval.json"
     fi
+}
+prm_train() {  # prm_train INIT OUT STEPS LEARNING_RATE DATA...: reward.train_prm with the build's losses
+    local init="$1" out="$2" steps="$3" learning_rate="$4"
+    shift 4
+    "$PYTHON" -m reward.train_prm --data "$@" --model_name_or_path "$init" \
+        --out "$out" --target progress --max_steps "$steps" --batch_size 32 --freeze_vision True \
+        --grounding_weight 1 --relation_weight "$PRM_RELATION_WEIGHT" --colour_permutation "$PRM_COLOUR_PERMUTATION" \
+        --eval_steps 1000 --save_steps 1000 ${learning_rate:+--learning_rate "$learning_rate"} \
+        --logging_steps 100 --seed "$SEED" --overwrite
 }
 policy_rollouts() {  # policy_rollouts STATES SEED OUT: 4 rollouts per initial state of $VLA_OUT at T = 0.5
     "$PYTHON" -m reward.data --method policy --vla_path "$VLA_OUT" --tasks $TASKS --num_samples "$1" \
@@ -302,21 +325,33 @@ view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla
     fi
     echo "[prm 3/5] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
         "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
-    "$PYTHON" -m reward.train_prm --data "${PRM_DATA[@]}" --model_name_or_path "$PRM_INIT" \
-        --out "$WORK/prm-run" --target progress --max_steps "$PRM_STEPS" --batch_size 32 --freeze_vision True \
-        --grounding_weight 1 --relation_weight "$PRM_RELATION_WEIGHT" --colour_permutation "$PRM_COLOUR_PERMUTATION" \
-        --eval_steps 1000 --save_steps 1000 ${PRM_LEARNING_RATE:+--learning_rate "$PRM_LEARNING_RATE"} \
-        --logging_steps 100 --seed "$SEED" --overwrite
-    calibrate_and_evaluate "$WORK/prm-run/final_checkpoint" "prm 4-5/5"
+    prm_train "$PRM_INIT" "$WORK/prm-run" "$PRM_STEPS" "$PRM_LEARNING_RATE" "${PRM_DATA[@]}"
+    PRM_BUILT="$WORK/prm-run/final_checkpoint"
+    round=0
+    for spec in $PRM_ROUNDS; do
+        round=$((round + 1))
+        episodes="${spec%%:*}"
+        echo "[prm 3/5, round $round] ${spec##*:} more steps from $PRM_BUILT on $episodes expert episodes per task" \
+            "(seeds $SEED+) and the same policy rollouts, learning rate $PRM_ROUND_LEARNING_RATE"
+        round_data="$WORK/prm-data"
+        if [ "$episodes" != "$PRM_EPISODES" ]; then
+            round_data="$WORK/prm-data-$episodes"
+            expert_set "$episodes" "$SEED" "$round_data"
+        fi
+        prm_train "$PRM_BUILT" "$WORK/prm-round$round" "${spec##*:}" "$PRM_ROUND_LEARNING_RATE" "$round_data" \
+            "${PRM_DATA[@]:1}"
+        PRM_BUILT="$WORK/prm-round$round/final_checkpoint"
+    done
+    calibrate_and_evaluate "$PRM_BUILT" "prm 4-5/5"
     if "$PYTHON" -c "import json, sys; r = json.load(open(sys.argv[1])); f1 = r['frame']['f1']; \
 print(f'held-out F1 {f1:.3f} at threshold {r[\"threshold\"]:.2f}:', 'meets' if f1 >= 0.9 else 'misses', 'the 0.90 target'); \
 sys.exit(0 if f1 >= float(sys.argv[2]) and r['episode']['value_order_correlation'] >= 0.8 else 1)" \
         "$WORK/prm-eval/prm_eval.json" "$PRM_MIN_F1" || [ "${FORCE_INSTALL_PRM:-0}" = 1 ]; then
-        install_model "$WORK/prm-run/final_checkpoint" "$PRM_OUT"
+        install_model "$PRM_BUILT" "$PRM_OUT"
         echo "built $PRM_OUT in $(( $(date +%s) - prm_start )) s ($(du -sh "$PRM_OUT" | cut -f1))"
     else
         echo "the PRM missed its install floor (see $WORK/prm-eval/prm_eval.json); $PRM_OUT left as it was." >&2
-        echo "use it explicitly with --prm_model_name_or_path $WORK/prm-run/final_checkpoint, or install it anyway" >&2
+        echo "use it explicitly with --prm_model_name_or_path $PRM_BUILT, or install it anyway" >&2
         echo "with FORCE_INSTALL_PRM=1." >&2
     fi
 fi

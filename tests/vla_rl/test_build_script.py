@@ -27,6 +27,9 @@ def run_build(tmp_path, **settings):
         ({"PRM_HELDOUT_EPISODES": "many"}, "PRM_HELDOUT_EPISODES must be a whole number >= 2"),
         ({"PRM_CONTINUE": "/nonexistent/prm"}, "PRM_CONTINUE must name a trained PRM"),
         ({"PRM_LEARNING_RATE": "fast"}, "PRM_LEARNING_RATE must be a positive number"),
+        ({"PRM_ROUND_LEARNING_RATE": "-1"}, "PRM_ROUND_LEARNING_RATE must be a positive number"),
+        ({"PRM_ROUNDS": "500:1000 1000"}, "PRM_ROUNDS takes rounds written EPISODES:STEPS"),
+        ({"PRM_ROUNDS": "0:1000"}, "got '0:1000'"),
         (
             {"STAGES": "calibrate", "PRM_OUT": "/nonexistent/prm", "PRM_POLICY_STATES": "0"},
             "STAGES=calibrate re-chooses the threshold of an installed PRM, and /nonexistent/prm holds none",
