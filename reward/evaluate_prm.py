@@ -94,7 +94,7 @@ def check_tunable(args, eval_seeds: dict, trained: dict) -> bool:
     if trained:  # even with --allow_seed_overlap: a threshold is never tuned on what the PRM learned from
         raise ValueError(
             f"--save_threshold: these frames include the PRM's training episodes "
-            f"{ ({k: v[:5] for k, v in trained.items()}) }; tune on its validation episodes or on a calibration set."
+            f"{first_seeds(trained)}; tune on its validation episodes or on a calibration set."
         )
     validation = recorded_seeds(args.prm_model_name_or_path, args.prm_checkpoint_path, "validation")
     outside = seed_overlap(eval_seeds, validation, complement=True)
@@ -102,12 +102,16 @@ def check_tunable(args, eval_seeds: dict, trained: dict) -> bool:
         return False  # every frame is a validation episode
     if not seed_overlap(eval_seeds, validation):
         return True  # no frame is, nor a training one
-    outside = {task: seeds[:5] for task, seeds in outside.items()}
     raise ValueError(
         f"--save_threshold: these frames are partly the PRM's validation episodes and partly not (seeds outside "
-        f"them: {outside}); tune on --data <its training dataset> --split validation, or on a calibration set "
-        "built with another --seed (python -m reward.data), and evaluate on held-out data afterwards."
+        f"them: {first_seeds(outside)}); tune on --data <its training dataset> --split validation, or on a "
+        "calibration set built with another --seed (python -m reward.data), and evaluate on held-out data afterwards."
     )
+
+
+def first_seeds(seeds_by_task: dict, count: int = 5) -> dict:
+    """The first ``count`` seeds of each task: enough of a seed list to name in an error."""
+    return {task: seeds[:count] for task, seeds in seeds_by_task.items()}
 
 
 def seed_overlap(eval_seeds: dict, train_seeds: dict, complement: bool = False) -> dict:
@@ -250,7 +254,7 @@ def evaluate(args) -> dict:
     overlap = seed_overlap(eval_seeds, train_seeds)
     if overlap and not args.allow_seed_overlap:
         raise ValueError(
-            f"evaluation seeds overlap the PRM's training seeds { ({k: v[:5] for k, v in overlap.items()}) }; build "
+            f"evaluation seeds overlap the PRM's training seeds {first_seeds(overlap)}; build "
             "a held-out dataset with another --seed (python -m reward.data) or pass --allow_seed_overlap True."
         )
     calibration = check_tunable(args, eval_seeds, overlap) if args.save_threshold else False
@@ -259,7 +263,7 @@ def evaluate(args) -> dict:
     if reused and not args.allow_seed_overlap:
         raise ValueError(
             f"evaluation seeds are episodes the PRM's decision threshold was tuned on "
-            f"{ ({k: v[:5] for k, v in reused.items()}) }; evaluate on a held-out dataset with another --seed "
+            f"{first_seeds(reused)}; evaluate on a held-out dataset with another --seed "
             "(python -m reward.data) or pass --allow_seed_overlap True."
         )
     overlap = merge_seeds(overlap, reused)
