@@ -330,15 +330,15 @@ view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla
     round=0
     for spec in $PRM_ROUNDS; do
         round=$((round + 1))
-        episodes="${spec%%:*}"
-        echo "[prm 3/5, round $round] ${spec##*:} more steps from $PRM_BUILT on $episodes expert episodes per task" \
+        episodes="${spec%%:*}" steps="${spec##*:}"
+        echo "[prm 3/5, round $round] $steps more steps from $PRM_BUILT on $episodes expert episodes per task" \
             "(seeds $SEED+) and the same policy rollouts, learning rate $PRM_ROUND_LEARNING_RATE"
         round_data="$WORK/prm-data"
         if [ "$episodes" != "$PRM_EPISODES" ]; then
             round_data="$WORK/prm-data-$episodes"
             expert_set "$episodes" "$SEED" "$round_data"
         fi
-        prm_train "$PRM_BUILT" "$WORK/prm-round$round" "${spec##*:}" "$PRM_ROUND_LEARNING_RATE" "$round_data" \
+        prm_train "$PRM_BUILT" "$WORK/prm-round$round" "$steps" "$PRM_ROUND_LEARNING_RATE" "$round_data" \
             "${PRM_DATA[@]:1}"
         PRM_BUILT="$WORK/prm-round$round/final_checkpoint"
     done
