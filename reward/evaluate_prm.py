@@ -25,7 +25,10 @@ every frame alone); the report gives the frame metrics of the unaveraged scores 
 
 Writes ``prm_eval.json`` (frame and episode metrics, overall and per task, the seeds; the frame
 metrics at 0.5 too when the threshold differs) and ``prm_curves.png`` (P(completed) over time for
-successful and failed episodes, the true completion frame marked).
+successful and failed episodes, the true completion frame marked), and ``prm_scores.csv``: one row per
+frame (task, seed, episode, frame, completion label, privileged progress, the raw and the
+window-averaged P(completed), and whether it is called completed), for analyses of where a PRM errs
+without scoring the frames again.
 """
 
 from __future__ import annotations
@@ -323,8 +326,37 @@ def evaluate(args) -> dict:
     with open(tmp, "w") as f:
         json.dump(report, f, indent=1, default=float)
     os.replace(tmp, os.path.join(args.out, "prm_eval.json"))
+    write_scores(rows, raw, scores, threshold, os.path.join(args.out, "prm_scores.csv"))
     plot_curves(episode_records(rows, scores), os.path.join(args.out, "prm_curves.png"), threshold=threshold)
     return report
+
+
+SCORE_COLUMNS = ("task", "seed", "episode", "frame", "completion", "progress", "score", "windowed_score", "called")
+
+
+def write_scores(rows: list[dict], raw: np.ndarray, scores: np.ndarray, threshold: float, path: str) -> None:
+    """One CSV row per frame (``SCORE_COLUMNS``), written atomically."""
+    import csv
+
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(SCORE_COLUMNS)
+        for row, score, windowed_score in zip(rows, raw, scores, strict=True):
+            writer.writerow(
+                (
+                    row["task"],
+                    row["seed"],
+                    row["episode"],
+                    row["frame"],
+                    int(row["completion"]),
+                    f"{row['progress']:.4f}",
+                    f"{score:.5f}",
+                    f"{windowed_score:.5f}",
+                    int(windowed_score >= threshold),
+                )
+            )
+    os.replace(tmp, path)
 
 
 def describe_seeds(seeds: dict) -> str:
@@ -410,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{episode['flicker_rate']:.3f}/episode, near-miss FP {episode['near_miss_false_positive_rate']:.3f} "
         f"({episode['near_miss_failures']} near misses)"
     )
-    print(f"wrote {os.path.join(args.out, 'prm_eval.json')} and prm_curves.png")
+    print(f"wrote {os.path.join(args.out, 'prm_eval.json')}, prm_scores.csv and prm_curves.png")
     return 0
 
 

@@ -59,6 +59,19 @@ def test_a_score_window_averages_within_each_episode(heldout, tmp_path, capsys):
         successful
     )
     assert "score window 3 frame(s) (unaveraged: F1 1.000)" in capsys.readouterr().out
+    # the per-frame file holds every frame, its window-averaged score the mean over its episode's last three
+    import csv
+
+    with open(out / "prm_scores.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == frame["frames"] and sum(int(r["completion"]) for r in table) == frame["positives"]
+    episode = sorted((r for r in table if r["episode"] == table[-1]["episode"]), key=lambda r: int(r["frame"]))
+    raw = np.array([float(r["score"]) for r in episode])
+    assert raw.tolist() == [float(r["completion"]) for r in episode]  # the oracle scores its labels
+    expected = [raw[max(0, i - 2) : i + 1].mean() for i in range(len(raw))]
+    assert np.allclose([float(r["windowed_score"]) for r in episode], expected, atol=1e-5)
+    assert [int(r["called"]) for r in table] == [int(float(r["windowed_score"]) >= 0.5) for r in table]
+    assert sum(int(r["called"]) for r in table) == round(frame["recall"] * frame["positives"])
     with pytest.raises(SystemExit):
         main([*args, "--score_window", "-1"])
     assert "--score_window must be 0" in capsys.readouterr().err
