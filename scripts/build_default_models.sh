@@ -46,8 +46,8 @@
 #   bash scripts/build_default_models.sh                       # both models
 #   STAGES=prm bash scripts/build_default_models.sh            # only the PRM
 #   STAGES=calibrate bash scripts/build_default_models.sh      # re-choose the installed PRM's threshold and window
-#   PRM_ROUNDS= STAGES=prm bash scripts/build_default_models.sh  # the PRM without its rounds (about an hour less)
-#   PRM_CONTINUE=assets/models/prm-small PRM_EPISODES=2000 PRM_STEPS=2000 PRM_LEARNING_RATE=3e-4 PRM_ROUNDS= STAGES=prm \
+#   PRM_ROUNDS= STAGES=prm bash scripts/build_default_models.sh  # the PRM without its rounds (about 100 minutes less)
+#   PRM_CONTINUE=assets/models/prm-small PRM_EPISODES=2000 PRM_STEPS=6000 PRM_LEARNING_RATE=3e-4 PRM_ROUNDS= STAGES=prm \
 #       bash scripts/build_default_models.sh                   # train the installed PRM on, on a larger expert set
 #   THREADS=1 bash scripts/build_default_models.sh              # one torch thread per stage (other jobs share the cores)
 #   VLA_CAMERA=front+wrist STAGES=vla VLA_OUT=data/vla-fw bash scripts/build_default_models.sh
@@ -95,7 +95,7 @@ PRM_RELATION_WEIGHT="${PRM_RELATION_WEIGHT:-1}"  # PRM relation loss at the answ
 PRM_MIN_F1="${PRM_MIN_F1:-0.70}"       # PRM install floor: held-out frame F1 (the target is 0.90)
 PRM_CONTINUE="${PRM_CONTINUE:-}"        # PRM: a trained PRM to train on from (empty: a vision-pretrained checkpoint)
 PRM_LEARNING_RATE="${PRM_LEARNING_RATE:-}"  # PRM training learning rate (empty: reward.train_prm's, 1e-3)
-PRM_ROUNDS="${PRM_ROUNDS-500:1000 1000:2000}"  # PRM: rounds trained on from the PRM before, "EPISODES:STEPS" each (empty: none)
+PRM_ROUNDS="${PRM_ROUNDS-500:1000 1000:2000 2000:6000}"  # PRM: rounds trained on from the PRM before, "EPISODES:STEPS" each (empty: none)
 PRM_ROUND_LEARNING_RATE="${PRM_ROUND_LEARNING_RATE:-3e-4}"  # PRM: learning rate of those rounds
 PRM_POLICY_STATES="${PRM_POLICY_STATES:-60}"  # PRM: initial states per task of policy rollouts (0: expert data only)
 HELDOUT_SEED=2000000                    # far from the training seeds and from policy evaluation (1,000,000+)
@@ -240,13 +240,13 @@ calibrate_and_evaluate() {  # calibrate_and_evaluate DIR STEP: choose DIR's thre
         cp "$WORK/prm-policy-eval/prm_eval.json" "$1/policy_heldout_eval.json"
     fi
 }
-prm_train() {  # prm_train INIT OUT STEPS LEARNING_RATE DATA...: reward.train_prm with the build's losses
-    local init="$1" out="$2" steps="$3" learning_rate="$4"
-    shift 4
+prm_train() {  # prm_train INIT OUT STEPS LEARNING_RATE EVAL_STEPS DATA...: reward.train_prm with the build's losses
+    local init="$1" out="$2" steps="$3" learning_rate="$4" eval_steps="$5"
+    shift 5
     "$PYTHON" -m reward.train_prm --data "$@" --model_name_or_path "$init" \
         --out "$out" --target progress --max_steps "$steps" --batch_size 32 --freeze_vision True \
         --grounding_weight 1 --relation_weight "$PRM_RELATION_WEIGHT" --colour_permutation "$PRM_COLOUR_PERMUTATION" \
-        --eval_steps 1000 --save_steps 1000 ${learning_rate:+--learning_rate "$learning_rate"} \
+        --eval_steps "$eval_steps" --save_steps 1000 ${learning_rate:+--learning_rate "$learning_rate"} \
         --logging_steps 100 --seed "$SEED" --overwrite
 }
 policy_rollouts() {  # policy_rollouts STATES SEED OUT: 4 rollouts per initial state of $VLA_OUT at T = 0.5
@@ -325,7 +325,7 @@ view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla
     fi
     echo "[prm 3/5] PRM training ($PRM_STEPS steps, vision tower frozen, grounding loss, relation loss" \
         "$PRM_RELATION_WEIGHT, colour permutation $PRM_COLOUR_PERMUTATION; target: completion, rising with progress before it)"
-    prm_train "$PRM_INIT" "$WORK/prm-run" "$PRM_STEPS" "$PRM_LEARNING_RATE" "${PRM_DATA[@]}"
+    prm_train "$PRM_INIT" "$WORK/prm-run" "$PRM_STEPS" "$PRM_LEARNING_RATE" 1000 "${PRM_DATA[@]}"
     PRM_BUILT="$WORK/prm-run/final_checkpoint"
     round=0
     for spec in $PRM_ROUNDS; do
@@ -338,7 +338,9 @@ view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla
             round_data="$WORK/prm-data-$episodes"
             expert_set "$episodes" "$SEED" "$round_data"
         fi
-        prm_train "$PRM_BUILT" "$WORK/prm-round$round" "$steps" "$PRM_ROUND_LEARNING_RATE" "$round_data" \
+        # a round's validation split is large (about 50,000 frames at 2,000 episodes per task: 4-5 minutes
+        # per evaluation), so it is evaluated at its start and end only (evaluations leave the weights as they are)
+        prm_train "$PRM_BUILT" "$WORK/prm-round$round" "$steps" "$PRM_ROUND_LEARNING_RATE" "$steps" "$round_data" \
             "${PRM_DATA[@]:1}"
         PRM_BUILT="$WORK/prm-round$round/final_checkpoint"
     done
