@@ -135,6 +135,23 @@ def test_auxiliary_losses_train_heads_that_checkpoint_and_resume(dataset, tiny_q
         assert 0 < drift < 0.2  # 30 Adam steps at lr 3e-3 from the mark; a fresh head would sit near 0
 
 
+def test_evaluating_more_often_leaves_the_trained_weights_unchanged(dataset, tiny_qwen, tmp_path):
+    # the build evaluates its long rounds at their start and end only, on this guarantee
+    import torch
+    from safetensors.torch import load_file
+
+    flags = dict(grounding_weight=1.0, relation_weight=1.0, colour_permutation=0.5, freeze_vision=True, max_steps=20)
+    weights = []
+    for eval_steps in (5, 20):
+        out = tmp_path / f"eval{eval_steps}"
+        summary = train_prm(_config(dataset, tiny_qwen, out, eval_steps=eval_steps, save_steps=20, **flags))
+        evaluations = json.load(open(out / "checkpoint-20" / "trainer_state.json"))["log_history"]
+        assert sum("eval_loss" in e for e in evaluations) == 20 // eval_steps
+        weights.append(load_file(os.path.join(summary["final_checkpoint"], "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_grounding_needs_a_dataset_with_colour_positions(dataset, tiny_qwen, tmp_path, capsys):
     import shutil
 
