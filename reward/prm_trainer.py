@@ -131,6 +131,7 @@ def make_trainer_class():
                 if module is not None
             }
             self._auxiliary_losses: dict[str, list[float]] = {name: [] for name in self.auxiliary}
+            self._last_evaluation = None  # (global step, EvalLoopOutput) of the latest evaluation pass
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
@@ -178,6 +179,21 @@ def make_trainer_class():
                 path = os.path.join(checkpoint, filename)
                 if os.path.isfile(path):
                     module.load_state_dict(torch.load(path, weights_only=True))
+
+        def evaluation_loop(self, *args, **kwargs):
+            output = super().evaluation_loop(*args, **kwargs)
+            self._last_evaluation = (self.state.global_step, output)
+            return output
+
+        def final_evaluation(self):
+            """The trained model's validation predictions and ``eval_`` metrics. With step-based
+            evaluation the Trainer has already evaluated at the last step, with these weights: that
+            pass is reused; otherwise (a resumed run that had nothing left to train) a new one is made."""
+            step, output = self._last_evaluation or (None, None)
+            if step != self.state.global_step or output is None or output.predictions is None:
+                output = self.predict(self.eval_dataset, metric_key_prefix="eval")
+            metrics = {k: v for k, v in output.metrics.items() if k.startswith("eval_")}  # not the logged epoch
+            return output.predictions, metrics
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             inputs = self._prepare_inputs(inputs)

@@ -291,9 +291,8 @@ def train_prm(config: PRMTrainConfig) -> dict:
     started = time.time()
     before = trainer.evaluate(metric_key_prefix="initial")
     result = trainer.train(resume_from_checkpoint=resume)
-    prediction = trainer.predict(val_set, metric_key_prefix="eval")
-    after = prediction.metrics
-    tuned = tune_threshold(prediction.predictions.reshape(-1), val_rows, config.max_score_window)
+    predictions, after = trainer.final_evaluation()
+    tuned = tune_threshold(predictions.reshape(-1), val_rows, config.max_score_window)
     probe = list(range(min(8, len(val_set))))
     probe_scores = trainer.predict(torch.utils.data.Subset(val_set, probe)).predictions.reshape(-1)
     extra = prm_config(config, mode, meta, tuned)
