@@ -328,16 +328,17 @@ view = v(sys.argv[1]); print(f"{view[0]} {view[1]}" if view else "")' "$WORK/vla
     prm_train "$PRM_INIT" "$WORK/prm-run" "$PRM_STEPS" "$PRM_LEARNING_RATE" 1000 "${PRM_DATA[@]}"
     PRM_BUILT="$WORK/prm-run/final_checkpoint"
     round=0
+    declare -A round_sets=(["$PRM_EPISODES"]="$WORK/prm-data")  # expert sets made by this build, by episodes per task
     for spec in $PRM_ROUNDS; do
         round=$((round + 1))
         episodes="${spec%%:*}" steps="${spec##*:}"
         echo "[prm 3/5, round $round] $steps more steps from $PRM_BUILT on $episodes expert episodes per task" \
             "(seeds $SEED+) and the same policy rollouts, learning rate $PRM_ROUND_LEARNING_RATE"
-        round_data="$WORK/prm-data"
-        if [ "$episodes" != "$PRM_EPISODES" ]; then
-            round_data="$WORK/prm-data-$episodes"
-            expert_set "$episodes" "$SEED" "$round_data"
+        if [ -z "${round_sets[$episodes]:-}" ]; then  # made once per build (one left by an earlier build may differ)
+            round_sets[$episodes]="$WORK/prm-data-$episodes"
+            expert_set "$episodes" "$SEED" "${round_sets[$episodes]}"
         fi
+        round_data="${round_sets[$episodes]}"
         # a round's validation split is large (about 50,000 frames at 2,000 episodes per task: 4-5 minutes
         # per evaluation), so it is evaluated at its start and end only (evaluations leave the weights as they are)
         prm_train "$PRM_BUILT" "$WORK/prm-round$round" "$steps" "$PRM_ROUND_LEARNING_RATE" "$steps" "$round_data" \
